@@ -1,0 +1,49 @@
+# Two commands a newcomer needs: `make demo` and `make test`. Everything else is a step of those.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt constraints.txt | md5sum | cut -c1-8)
+HOST ?= 127.0.0.1
+PORT ?= 8000
+DEMO_CORPUS ?= help
+
+.PHONY: setup demo test chromium migrate demo-data serve lint clean
+
+$(STAMP): requirements.txt constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# torch first and alone, pinned: it takes the CPU wheel; unpinned it pulls a multi-GB CUDA build.
+	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -r requirements.txt
+	$(BIN)/pip check
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+setup: $(STAMP)
+
+migrate: setup
+	$(BIN)/python manage.py migrate --noinput
+
+demo-data: migrate
+	$(BIN)/python manage.py ingest fixtures/demo_faq.csv --corpus $(DEMO_CORPUS) --name "Help centre"
+
+# Sets everything up on a fresh machine and serves the demo corpus on http://$(HOST):$(PORT).
+demo: demo-data
+	@echo "Serving http://$(HOST):$(PORT)/  (admin: $(BIN)/python manage.py createsuperuser)"
+	$(BIN)/gunicorn config.wsgi --bind $(HOST):$(PORT) --workers 2 --threads 2 --timeout 120
+
+chromium:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium) >/dev/null; \
+	  else echo "chromium is missing and cannot be installed here: browser tests will be skipped"; fi; \
+	fi
+
+test: setup chromium
+	$(BIN)/python -m pytest --cov --cov-report=term -p no:cacheprovider
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf var staticfiles .coverage htmlcov

@@ -1,0 +1,41 @@
+"""The process's encoder registry, built from settings, and the open fallback rule."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+from embeddings.encoders import Encoder, EncoderRegistry, EncoderUnavailableError, specs_from_settings
+
+logger = logging.getLogger(__name__)
+
+
+@functools.cache
+def encoder_registry() -> EncoderRegistry:
+    """One registry per process, so each model loads once."""
+    specs = specs_from_settings(settings.AUTOCOMPLETE_ENCODERS)
+    return EncoderRegistry(specs, allow_download=settings.AUTOCOMPLETE_ALLOW_DOWNLOAD)
+
+
+@receiver(setting_changed)
+def _reset_registry(*, setting: str, **kwargs: Any) -> None:
+    if setting.startswith("AUTOCOMPLETE_ENCODERS") or setting == "AUTOCOMPLETE_ALLOW_DOWNLOAD":
+        encoder_registry.cache_clear()
+
+
+def encoder_for_indexing(key: str, *, allow_fallback: bool) -> Encoder:
+    """Load `key`; when it cannot load and fallback is allowed, say so and use the fallback."""
+    registry = encoder_registry()
+    try:
+        return registry.get(key)
+    except EncoderUnavailableError as exc:
+        fallback = settings.AUTOCOMPLETE_FALLBACK_ENCODER
+        if not allow_fallback or not fallback or fallback == key:
+            raise
+        logger.warning("%s Falling back to encoder '%s'.", exc, fallback)
+        return registry.get(fallback)

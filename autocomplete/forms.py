@@ -1,0 +1,61 @@
+"""Validation of what a visitor or API client sends, shared by the HTML and JSON views."""
+
+from __future__ import annotations
+
+from django import forms
+from django.conf import settings
+
+
+class SuggestForm(forms.Form):
+    q = forms.CharField(required=False, strip=False, max_length=settings.AUTOCOMPLETE_MAX_QUERY_LENGTH)
+    corpus = forms.SlugField(required=False, max_length=100)
+    encoder = forms.CharField(required=False, max_length=50)
+    k = forms.IntegerField(required=False, min_value=1, max_value=settings.AUTOCOMPLETE_MAX_K)
+
+    def clean_k(self) -> int:
+        return self.cleaned_data["k"] or settings.AUTOCOMPLETE_DEFAULT_K
+
+    def error_message(self) -> str:
+        """All field errors as one sentence, for a JSON body or an inline message."""
+        return " ".join(
+            f"{name}: {message}" for name, messages in self.errors.items() for message in messages
+        )
+
+
+class UploadForm(forms.Form):
+    """Admin upload of a QA file into an existing or a new corpus."""
+
+    file = forms.FileField(help_text="CSV, TSV, JSON (array of objects) or JSONL, UTF-8.")
+    corpus = forms.ModelChoiceField(queryset=None, required=False, empty_label="(new corpus)")
+    new_corpus_name = forms.CharField(required=False, max_length=200)
+    new_corpus_slug = forms.SlugField(required=False, max_length=100)
+    encoder = forms.ChoiceField(choices=())
+    mode = forms.ChoiceField(
+        choices=[("merge", "Merge: add new questions, update changed answers"),
+                 ("replace", "Replace: the corpus becomes exactly the file")],
+        initial="merge", widget=forms.RadioSelect,
+    )
+
+    def __init__(self, *args: object, encoder_choices: list[tuple[str, str]], **kwargs: object) -> None:
+        from .models import Corpus
+
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.fields["corpus"].queryset = Corpus.objects.all()  # type: ignore[attr-defined]
+        self.fields["encoder"].choices = encoder_choices  # type: ignore[attr-defined]
+        self.fields["encoder"].initial = settings.AUTOCOMPLETE_DEFAULT_ENCODER
+
+    def clean(self) -> dict[str, object]:
+        from .models import Corpus
+
+        data = super().clean() or {}
+        if not data.get("corpus"):
+            slug = data.get("new_corpus_slug")
+            if not slug or not data.get("new_corpus_name"):
+                raise forms.ValidationError("Choose a corpus, or give a name and slug for a new one.")
+            if Corpus.objects.filter(slug=slug).exists():
+                self.add_error("new_corpus_slug", "A corpus with this slug exists: choose it above.")
+        upload = data.get("file")
+        limit = settings.AUTOCOMPLETE_MAX_UPLOAD_BYTES
+        if upload is not None and upload.size > limit:
+            self.add_error("file", f"The file is {upload.size // 1_000_000} MB; the limit is {limit // 1_000_000} MB.")
+        return data

@@ -1,0 +1,258 @@
+"""Where index files live, how a build is made live, and which builds are live right now.
+
+Every index file is named uniquely and never overwritten: a new build is written beside the live
+one, read back and verified, then switched live by one row update in the caller's transaction.
+Serving processes learn of the switch through `catalog()`, re-read from the database every
+AUTOCOMPLETE_CATALOG_TTL_SECONDS, so several servers sharing the database agree within seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+from django.db import transaction
+from django.db.models.signals import post_delete
+from django.dispatch import receiver
+
+from embeddings.encoders import Encoder
+from embeddings.index import HNSWOptions, IndexFileError, VectorIndex
+
+from .models import Corpus, IndexBuild, QAPair, StoredEmbedding, text_sha256
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[str, int, int], None]  # stage, done, total
+KEEP_SUPERSEDED_FILES = 2  # old files kept for processes still loading them
+ORPHAN_AGE_SECONDS = 3600
+
+
+def index_dir() -> Path:
+    return Path(settings.AUTOCOMPLETE_INDEX_DIR)
+
+
+def hnsw_options() -> HNSWOptions:
+    options = settings.AUTOCOMPLETE_HNSW
+    return HNSWOptions(m=options["M"], ef_construction=options["EF_CONSTRUCTION"],
+                       ef_search=options["EF_SEARCH"])
+
+
+# --- embeddings ------------------------------------------------------------------------------
+
+
+def embed_texts(
+    encoder: Encoder, texts: Sequence[str], *, progress: Progress | None = None
+) -> np.ndarray:
+    """Vectors for `texts`, reusing stored ones (by encoder + text hash) and storing new ones."""
+    key = encoder.spec.key
+    hashes = [text_sha256(text) for text in texts]
+    known: dict[str, bytes] = {}
+    unique_hashes = list(dict.fromkeys(hashes))
+    for start in range(0, len(unique_hashes), 500):
+        chunk = unique_hashes[start : start + 500]
+        rows = StoredEmbedding.objects.filter(encoder=key, text_sha256__in=chunk)
+        known.update(rows.values_list("text_sha256", "vector"))
+    missing = {h: t for h, t in zip(hashes, texts, strict=True) if h not in known}
+    batch = settings.AUTOCOMPLETE_EMBED_BATCH_SIZE * 8
+    items = list(missing.items())
+    done = len(texts) - len(items)
+    for start in range(0, len(items), batch):
+        chunk_items = items[start : start + batch]
+        vectors = encoder.encode([text for _, text in chunk_items],
+                                 batch_size=settings.AUTOCOMPLETE_EMBED_BATCH_SIZE)
+        new_rows = [
+            StoredEmbedding(encoder=key, text_sha256=h, vector=vector.tobytes())
+            for (h, _), vector in zip(chunk_items, vectors, strict=True)
+        ]
+        StoredEmbedding.objects.bulk_create(new_rows, ignore_conflicts=True, batch_size=500)
+        known.update((row.text_sha256, bytes(row.vector)) for row in new_rows)
+        done += len(chunk_items)
+        if progress:
+            progress("embedded", done, len(texts))
+    dimension = encoder.spec.dimension
+    matrix = np.empty((len(texts), dimension), dtype=np.float32)
+    for row, h in enumerate(hashes):
+        matrix[row] = np.frombuffer(known[h], dtype=np.float32)
+    return matrix
+
+
+# --- builds ----------------------------------------------------------------------------------
+
+
+def build_index(
+    corpus: Corpus, encoder: Encoder, *, progress: Progress | None = None
+) -> IndexBuild:
+    """Build, verify and make live an index of the corpus's current pairs.
+
+    Call inside `transaction.atomic()` together with the pair changes it reflects, so the pairs
+    and the live index change together or not at all.
+    """
+    started = time.perf_counter()
+    remove_orphan_files()
+    pairs = list(QAPair.objects.filter(corpus=corpus).order_by("id").values_list("id", "question"))
+    ids = [pk for pk, _ in pairs]
+    vectors = embed_texts(encoder, [question for _, question in pairs], progress=progress)
+    spec = encoder.spec
+    index = VectorIndex.build(
+        vectors, ids, encoder=spec.key, dimension=spec.dimension,
+        ann_threshold=settings.AUTOCOMPLETE_ANN_THRESHOLD, hnsw=hnsw_options(),
+    )
+    file_name = f"{corpus.slug}--{spec.key}--{uuid.uuid4().hex[:12]}.faiss"
+    path = index_dir() / file_name
+    checksum = index.save(path)
+    verified = VectorIndex.load(path, encoder=spec.key, dimension=spec.dimension)
+    if verified.count != len(ids):
+        path.unlink(missing_ok=True)
+        raise IndexFileError(f"{path} holds {verified.count} vectors after saving {len(ids)}.")
+    if progress:
+        progress("indexed", len(ids), len(ids))
+    build = activate_build(
+        corpus, encoder=spec.key, file_name=file_name, kind=index.kind, vector_count=len(ids),
+        dimension=spec.dimension, checksum=checksum, build_seconds=time.perf_counter() - started,
+    )
+    logger.info("Index %s live: %d vectors (%s)", file_name, len(ids), index.kind)
+    return build
+
+
+def activate_build(corpus: Corpus, *, encoder: str, **fields: object) -> IndexBuild:
+    """Record a verified index file and make it the live one for (corpus, encoder)."""
+    with transaction.atomic():
+        IndexBuild.objects.filter(corpus=corpus, encoder=encoder, is_active=True).update(
+            is_active=False
+        )
+        build = IndexBuild.objects.create(corpus=corpus, encoder=encoder, is_active=True, **fields)
+    transaction.on_commit(lambda: _prune_superseded(corpus.pk, encoder))
+    transaction.on_commit(invalidate_catalog)
+    return build
+
+
+def _prune_superseded(corpus_id: int, encoder: str) -> None:
+    old = IndexBuild.objects.filter(corpus_id=corpus_id, encoder=encoder, is_active=False)
+    for build in old.order_by("-created_at")[KEEP_SUPERSEDED_FILES:]:
+        build.delete()
+
+
+def delete_index_file(file_name: str) -> None:
+    (index_dir() / file_name).unlink(missing_ok=True)
+
+
+def remove_orphan_files(*, min_age_seconds: float = ORPHAN_AGE_SECONDS) -> list[str]:
+    """Delete temp files and index files no build refers to (left by crashed or rolled-back builds).
+
+    Only files older than `min_age_seconds` go, so a build in flight elsewhere is never touched.
+    """
+    directory = index_dir()
+    if not directory.is_dir():
+        return []
+    referenced = set(IndexBuild.objects.values_list("file_name", flat=True))
+    cutoff = time.time() - min_age_seconds
+    removed = []
+    for path in directory.iterdir():
+        if path.name in referenced or not path.is_file() or path.stat().st_mtime > cutoff:
+            continue
+        if path.name.startswith(".tmp-") or path.suffix == ".faiss":
+            path.unlink(missing_ok=True)
+            removed.append(path.name)
+    return removed
+
+
+def load_build_index(build: LiveBuild) -> VectorIndex:
+    """Read a live build's file, checking it is the one the database recorded."""
+    index = VectorIndex.load(
+        index_dir() / build.file_name, encoder=build.encoder, dimension=build.dimension,
+        ef_search=hnsw_options().ef_search,
+    )
+    if index.count != build.vector_count:
+        raise IndexFileError(
+            f"{build.file_name} holds {index.count} vectors; the database recorded {build.vector_count}."
+        )
+    return index
+
+
+# --- the catalog: which corpora and live builds exist --------------------------------------
+
+
+@dataclass(frozen=True)
+class LiveBuild:
+    id: int
+    corpus_id: int
+    encoder: str
+    file_name: str
+    dimension: int
+    vector_count: int
+    kind: str
+
+
+@dataclass(frozen=True)
+class CorpusEntry:
+    id: int
+    slug: str
+    name: str
+    default_encoder: str
+    live: dict[str, LiveBuild] = field(default_factory=dict)
+
+    def serving_encoder(self, fallback: str | None) -> str | None:
+        """The encoder that answers when a request names none."""
+        if self.default_encoder in self.live:
+            return self.default_encoder
+        if fallback and fallback in self.live:
+            return fallback
+        return next(iter(sorted(self.live)), None)
+
+
+@dataclass(frozen=True)
+class Catalog:
+    corpora: dict[str, CorpusEntry]
+    loaded_at: float
+
+
+_catalog: Catalog | None = None
+_catalog_lock = threading.Lock()
+
+
+def catalog() -> Catalog:
+    """A snapshot of corpora and live builds, at most AUTOCOMPLETE_CATALOG_TTL_SECONDS old."""
+    global _catalog
+    current = _catalog
+    ttl = settings.AUTOCOMPLETE_CATALOG_TTL_SECONDS
+    if current is not None and time.monotonic() - current.loaded_at < ttl:
+        return current
+    with _catalog_lock:
+        if _catalog is None or time.monotonic() - _catalog.loaded_at >= ttl:
+            _catalog = _read_catalog()
+        return _catalog
+
+
+def invalidate_catalog() -> None:
+    global _catalog
+    _catalog = None
+
+
+def _read_catalog() -> Catalog:
+    live: dict[int, dict[str, LiveBuild]] = {}
+    for build in IndexBuild.objects.filter(is_active=True).values(
+        "id", "corpus_id", "encoder", "file_name", "dimension", "vector_count", "kind"
+    ):
+        live.setdefault(build["corpus_id"], {})[build["encoder"]] = LiveBuild(**build)
+    corpora = {
+        corpus.slug: CorpusEntry(
+            id=corpus.pk, slug=corpus.slug, name=corpus.name,
+            default_encoder=corpus.default_encoder, live=live.get(corpus.pk, {}),
+        )
+        for corpus in Corpus.objects.order_by("name")
+    }
+    return Catalog(corpora=corpora, loaded_at=time.monotonic())
+
+
+@receiver(post_delete, sender=IndexBuild)
+def _delete_file_with_build(*, instance: IndexBuild, **kwargs: object) -> None:
+    # After commit: a rolled-back delete must not lose the file of a build that still exists.
+    file_name = instance.file_name
+    transaction.on_commit(lambda: delete_index_file(file_name))

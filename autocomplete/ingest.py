@@ -1,0 +1,170 @@
+"""Load parsed QA rows into a corpus and rebuild its index: plan, embed, then apply atomically.
+
+The plan compares the file with the corpus without writing. Embeddings for new question texts
+are computed and stored before the write transaction (they are keyed by text, so they are
+harmless if the ingest then fails). The pair changes and the new live index are committed in one
+transaction: a failure or a kill at any point leaves the previous pairs and index serving.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Literal
+
+from django.conf import settings
+from django.db import transaction
+
+from embeddings.encoders import Encoder
+
+from .encoding import encoder_for_indexing
+from .indexes import Progress, build_index, embed_texts
+from .models import Corpus, IndexBuild, QAPair, normalise_question
+from .parsing import ParsedFile, Rejection, Row
+
+logger = logging.getLogger(__name__)
+
+Mode = Literal["merge", "replace"]
+_COMPARED = ("question", "answer", "url", "tags")
+
+
+@dataclass
+class Plan:
+    """What applying a parsed file to a corpus would change."""
+
+    to_add: list[Row] = field(default_factory=list)
+    to_update: list[tuple[int, Row]] = field(default_factory=list)  # (pair id, new values)
+    unchanged: int = 0
+    to_remove: list[int] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+
+    @property
+    def changes_pairs(self) -> bool:
+        return bool(self.to_add or self.to_update or self.to_remove)
+
+
+@dataclass
+class IngestReport:
+    corpus: str
+    encoder: str
+    format: str
+    added: int
+    updated: int
+    unchanged: int
+    removed: int
+    rejected: list[Rejection]
+    index_build: IndexBuild | None  # None when nothing changed and the live index stands
+
+    def summary(self) -> str:
+        return (
+            f"{self.added} added, {self.updated} updated, {self.unchanged} unchanged, "
+            f"{self.removed} removed, {len(self.rejected)} rejected"
+        )
+
+
+def plan_ingest(corpus: Corpus, parsed: ParsedFile, *, mode: Mode = "merge") -> Plan:
+    """Compare the file with the corpus: rows match by id when given, else by question."""
+    existing = list(QAPair.objects.filter(corpus=corpus).values("id", "external_id",
+                                                                "normalised_question", *_COMPARED))
+    by_external = {pair["external_id"]: pair for pair in existing if pair["external_id"]}
+    by_question = {pair["normalised_question"]: pair for pair in existing}
+    plan = Plan(rejected=list(parsed.rejected))
+    matched: set[int] = set()
+    for row in parsed.rows:
+        pair = by_external.get(row.external_id) if row.external_id else None
+        pair = pair or by_question.get(row.normalised_question)
+        if pair is None:
+            plan.to_add.append(row)
+            continue
+        clash = by_question.get(row.normalised_question)
+        if clash is not None and clash["id"] != pair["id"]:
+            plan.rejected.append(Rejection(row.line, f"question already belongs to pair {clash['id']}"))
+            continue
+        matched.add(pair["id"])
+        if any(getattr(row, name) != pair[name] for name in _COMPARED) or (
+            row.external_id and row.external_id != pair["external_id"]
+        ):
+            plan.to_update.append((pair["id"], row))
+        else:
+            plan.unchanged += 1
+    if mode == "replace":
+        plan.to_remove = [pair["id"] for pair in existing if pair["id"] not in matched]
+    plan.rejected.sort(key=lambda rejection: rejection.line)
+    return plan
+
+
+def ingest_parsed(
+    corpus: Corpus,
+    parsed: ParsedFile,
+    *,
+    encoder_key: str | None = None,
+    mode: Mode = "merge",
+    progress: Progress | None = None,
+) -> IngestReport:
+    """Apply a parsed file to the corpus and make an index of the result live."""
+    encoder = _encoder(corpus, encoder_key)
+    plan = plan_ingest(corpus, parsed, mode=mode)
+    # Embed before the write transaction so the database is locked only briefly.
+    embed_texts(encoder, [row.question for row in plan.to_add]
+                + [row.question for _, row in plan.to_update], progress=progress)
+    with transaction.atomic():
+        _apply(corpus, plan)
+        live = IndexBuild.objects.filter(corpus=corpus, encoder=encoder.spec.key, is_active=True)
+        build = None
+        if plan.changes_pairs or not live.exists():
+            build = build_index(corpus, encoder, progress=progress)
+    report = IngestReport(
+        corpus=corpus.slug, encoder=encoder.spec.key, format=parsed.format,
+        added=len(plan.to_add), updated=len(plan.to_update), unchanged=plan.unchanged,
+        removed=len(plan.to_remove), rejected=plan.rejected, index_build=build,
+    )
+    logger.info("Ingest into %s: %s", corpus.slug, report.summary())
+    return report
+
+
+def reindex(corpus: Corpus, *, encoder_key: str | None = None,
+            progress: Progress | None = None) -> IndexBuild:
+    """Rebuild the corpus's index for one encoder from its current pairs."""
+    encoder = _encoder(corpus, encoder_key)
+    embed_texts(encoder, list(QAPair.objects.filter(corpus=corpus).values_list("question", flat=True)),
+                progress=progress)
+    with transaction.atomic():
+        return build_index(corpus, encoder, progress=progress)
+
+
+def _encoder(corpus: Corpus, encoder_key: str | None) -> Encoder:
+    # An encoder asked for by name must load; the corpus default may fall back, openly.
+    if encoder_key:
+        return encoder_for_indexing(encoder_key, allow_fallback=False)
+    return encoder_for_indexing(corpus.default_encoder, allow_fallback=True)
+
+
+def _apply(corpus: Corpus, plan: Plan) -> None:
+    if plan.to_remove:
+        QAPair.objects.filter(corpus=corpus, id__in=plan.to_remove).delete()
+    updates = []
+    for pk, row in plan.to_update:
+        pair = QAPair(pk=pk, corpus=corpus, question=row.question, answer=row.answer, url=row.url,
+                      tags=row.tags, normalised_question=row.normalised_question)
+        pair.external_id = row.external_id
+        updates.append(pair)
+    fields = ["question", "normalised_question", "answer", "url", "tags", "external_id"]
+    if updates:
+        # Rows without an id keep theirs: only overwrite external_id where the file gave one.
+        with_id = [pair for pair in updates if pair.external_id]
+        without_id = [pair for pair in updates if not pair.external_id]
+        QAPair.objects.bulk_update(with_id, fields, batch_size=500)
+        QAPair.objects.bulk_update(without_id, fields[:-1], batch_size=500)
+    QAPair.objects.bulk_create(
+        [
+            QAPair(corpus=corpus, external_id=row.external_id, question=row.question,
+                   normalised_question=normalise_question(row.question), answer=row.answer,
+                   url=row.url, tags=row.tags)
+            for row in plan.to_add
+        ],
+        batch_size=500,
+    )
+
+
+def default_encoder_key() -> str:
+    return str(settings.AUTOCOMPLETE_DEFAULT_ENCODER)

@@ -1,0 +1,120 @@
+"""Corpora of QA pairs, the embeddings computed for them, and which index build is live."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+
+from django.db import models
+from django.db.models import Q
+
+_SPACE = re.compile(r"\s+")
+
+
+def normalise_question(text: str) -> str:
+    """The form two questions must share to count as the same question."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    text = _SPACE.sub(" ", text).strip()
+    return text.rstrip(" ?!.")
+
+
+def text_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class Corpus(models.Model):
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=100, unique=True)
+    default_encoder = models.CharField(
+        max_length=50,
+        default="ivysaur",
+        help_text="Encoder that answers when a request names none.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name_plural = "corpora"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class QAPair(models.Model):
+    corpus = models.ForeignKey(Corpus, on_delete=models.CASCADE, related_name="pairs")
+    external_id = models.CharField(
+        max_length=200, blank=True, help_text="The id the source file gave this pair, if any."
+    )
+    question = models.TextField()
+    normalised_question = models.TextField(editable=False)
+    answer = models.TextField()
+    url = models.URLField(max_length=2000, blank=True)
+    tags = models.CharField(max_length=500, blank=True, help_text="Separated by |")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        verbose_name = "QA pair"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["corpus", "normalised_question"], name="unique_question_per_corpus"
+            ),
+            models.UniqueConstraint(
+                fields=["corpus", "external_id"],
+                condition=~Q(external_id=""),
+                name="unique_external_id_per_corpus",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.question[:80]
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        self.normalised_question = normalise_question(self.question)
+        super().save(*args, **kwargs)  # type: ignore[arg-type]
+
+
+class StoredEmbedding(models.Model):
+    """An encoder's vector for a text, so unchanged questions are never embedded twice."""
+
+    encoder = models.CharField(max_length=50)
+    text_sha256 = models.CharField(max_length=64)
+    vector = models.BinaryField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["encoder", "text_sha256"], name="unique_embedding")
+        ]
+
+
+class IndexBuild(models.Model):
+    """One index file for a corpus and encoder; at most one per pair is live."""
+
+    corpus = models.ForeignKey(Corpus, on_delete=models.CASCADE, related_name="index_builds")
+    encoder = models.CharField(max_length=50)
+    file_name = models.CharField(max_length=300)
+    kind = models.CharField(max_length=20, help_text="flat (exact) or hnsw (approximate)")
+    vector_count = models.PositiveIntegerField()
+    dimension = models.PositiveIntegerField()
+    checksum = models.CharField(max_length=64, help_text="SHA-256 of the index file")
+    is_active = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    build_seconds = models.FloatField(default=0)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["corpus", "encoder"],
+                condition=Q(is_active=True),
+                name="one_live_index_per_corpus_encoder",
+            )
+        ]
+
+    def __str__(self) -> str:
+        state = "live" if self.is_active else "old"
+        return f"{self.corpus.slug}/{self.encoder} #{self.pk} ({state}, {self.vector_count} vectors)"

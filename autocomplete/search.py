@@ -1,0 +1,189 @@
+"""The one ranking path: the HTML view, the JSON view and the evaluation command all come here.
+
+A live index build is loaded once per process into a SearchSpace (vectors plus the pairs' texts),
+so answering a keystroke touches neither the disk nor the database.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+from django.conf import settings
+
+from embeddings.encoders import Encoder, EncoderError, EncoderSpec
+from embeddings.index import IndexFileError, IndexMismatchError, VectorIndex
+
+from .encoding import encoder_registry
+from .indexes import CorpusEntry, LiveBuild, catalog, load_build_index
+from .models import QAPair, normalise_question
+
+
+class SearchError(Exception):
+    """A request that cannot be answered; `status` is the HTTP status it maps to."""
+
+    status = 400
+
+
+class CorpusNotFoundError(SearchError):
+    status = 404
+
+
+class EncoderNotIndexedError(SearchError):
+    status = 400
+
+
+class IndexUnavailableError(SearchError):
+    status = 503
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    id: int
+    question: str
+    answer: str
+    url: str
+    score: float
+
+
+@dataclass(frozen=True)
+class SuggestResult:
+    query: str
+    corpus: CorpusEntry
+    encoder: EncoderSpec
+    suggestions: list[Suggestion]
+    took_ms: float
+    is_fallback: bool  # answered by another encoder than the corpus's default
+
+
+class SearchSpace:
+    """A vector index with the texts of the pairs it holds, ready to rank."""
+
+    def __init__(self, index: VectorIndex, rows: Iterable[tuple[int, str, str, str]]) -> None:
+        self.index = index
+        self.ids: list[int] = []
+        self.questions: list[str] = []
+        self.answers: list[str] = []
+        self.urls: list[str] = []
+        for pk, question, answer, url in rows:
+            self.ids.append(pk)
+            self.questions.append(question)
+            self.answers.append(answer)
+            self.urls.append(url)
+        self.position = {pk: row for row, pk in enumerate(self.ids)}
+        self.dedupe_keys = [normalise_question(question) for question in self.questions]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def rank(space: SearchSpace, query: str, query_vector: np.ndarray, *, k: int) -> list[Suggestion]:
+    """The top-k suggestions for a query, best first, no question text twice."""
+    candidates = space.index.search(query_vector, k * 4)
+    seen: set[str] = set()
+    suggestions: list[Suggestion] = []
+    for pk, score in candidates:
+        row = space.position.get(pk)
+        if row is None or space.dedupe_keys[row] in seen:
+            continue
+        seen.add(space.dedupe_keys[row])
+        suggestions.append(Suggestion(pk, space.questions[row], space.answers[row],
+                                      space.urls[row], round(float(score), 4)))
+        if len(suggestions) == k:
+            break
+    return suggestions
+
+
+def encode_query(encoder: Encoder, query: str) -> np.ndarray:
+    return encoder.encode([query])[0]
+
+
+# --- live corpora ----------------------------------------------------------------------------
+
+_spaces: OrderedDict[int, SearchSpace] = OrderedDict()
+_spaces_lock = threading.Lock()
+MAX_CACHED_SPACES = 8
+
+
+def _space_for(build: LiveBuild) -> SearchSpace:
+    space = _spaces.get(build.id)
+    if space is not None:
+        return space
+    with _spaces_lock:
+        space = _spaces.get(build.id)
+        if space is None:
+            space = _load_space(build)
+            _spaces[build.id] = space
+            while len(_spaces) > MAX_CACHED_SPACES:
+                _spaces.popitem(last=False)
+    return space
+
+
+def _load_space(build: LiveBuild) -> SearchSpace:
+    try:
+        index = load_build_index(build)
+    except (IndexFileError, IndexMismatchError) as exc:
+        raise IndexUnavailableError(f"The index for this corpus cannot be loaded: {exc}") from exc
+    rows = QAPair.objects.filter(corpus_id=build.corpus_id).order_by("id").values_list(
+        "id", "question", "answer", "url"
+    )
+    return SearchSpace(index, rows.iterator(chunk_size=2000))
+
+
+def resolve_corpus(slug: str | None) -> CorpusEntry:
+    corpora = catalog().corpora
+    if slug:
+        entry = corpora.get(slug)
+        if entry is None:
+            raise CorpusNotFoundError(f"Unknown corpus '{slug}'.")
+        return entry
+    default = settings.AUTOCOMPLETE_DEFAULT_CORPUS
+    if default and default in corpora:
+        return corpora[default]
+    if len(corpora) == 1:
+        return next(iter(corpora.values()))
+    if not corpora:
+        raise CorpusNotFoundError("No corpus exists yet: load one with `manage.py ingest`.")
+    raise SearchError(f"Name a corpus: one of {', '.join(sorted(corpora))}.")
+
+
+def resolve_encoder(entry: CorpusEntry, key: str | None) -> tuple[str, bool]:
+    """The encoder key that answers, and whether it is a fallback from the corpus default."""
+    if key:
+        if key not in entry.live:
+            indexed = ", ".join(sorted(entry.live)) or "none yet"
+            raise EncoderNotIndexedError(
+                f"Corpus '{entry.slug}' has no index for encoder '{key}' (indexed: {indexed})."
+            )
+        return key, False
+    serving = entry.serving_encoder(settings.AUTOCOMPLETE_FALLBACK_ENCODER)
+    if serving is None:
+        raise IndexUnavailableError(
+            f"Corpus '{entry.slug}' has no index yet: run `manage.py ingest` or reindex it."
+        )
+    return serving, serving != entry.default_encoder
+
+
+def suggestions_for(
+    query: str, *, corpus: str | None = None, k: int = 5, encoder: str | None = None
+) -> SuggestResult:
+    """Suggestions for what the visitor has typed so far."""
+    started = time.perf_counter()
+    entry = resolve_corpus(corpus)
+    key, is_fallback = resolve_encoder(entry, encoder)
+    registry = encoder_registry()
+    spec = registry.spec(key)
+    suggestions: list[Suggestion] = []
+    if query.strip():
+        space = _space_for(entry.live[key])
+        try:
+            model = registry.get(key)
+        except EncoderError as exc:
+            raise IndexUnavailableError(str(exc)) from exc
+        suggestions = rank(space, query, encode_query(model, query), k=k)
+    took_ms = (time.perf_counter() - started) * 1000
+    return SuggestResult(query, entry, spec, suggestions, round(took_ms, 2), is_fallback)

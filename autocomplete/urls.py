@@ -1,0 +1,11 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("", views.search_page, name="search"),
+    path("suggest", views.suggest_partial, name="suggest"),
+    path("api/suggest", views.api_suggest, name="api-suggest"),
+]

@@ -1,0 +1,107 @@
+"""Thin views: validate the request, ask search.py, render HTML or JSON."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET
+
+from .encoding import encoder_registry
+from .forms import SuggestForm
+from .indexes import CorpusEntry, catalog
+from .search import SearchError, SuggestResult, resolve_corpus, suggestions_for
+
+
+def _encoder_choices(entry: CorpusEntry) -> list[tuple[str, str]]:
+    registry = encoder_registry()
+    return [(key, registry.spec(key).name) for key in sorted(entry.live) if key in registry.keys]
+
+
+def _page_context(form: SuggestForm) -> dict[str, Any]:
+    """Selectors for the page: every corpus, and the encoders the chosen one is indexed with."""
+    data = form.cleaned_data if form.is_valid() else {}
+    corpora = list(catalog().corpora.values())
+    try:
+        entry: CorpusEntry | None = resolve_corpus(data.get("corpus") or None)
+    except SearchError:
+        entry = corpora[0] if corpora else None
+    return {
+        "form": form,
+        "corpora": corpora,
+        "corpus": entry,
+        "encoders": _encoder_choices(entry) if entry else [],
+        "selected_encoder": data.get("encoder") or "",
+        "max_query_length": settings.AUTOCOMPLETE_MAX_QUERY_LENGTH,
+    }
+
+
+def _suggest(form: SuggestForm) -> SuggestResult:
+    data = form.cleaned_data
+    return suggestions_for(
+        data["q"], corpus=data["corpus"] or None, k=data["k"], encoder=data["encoder"] or None
+    )
+
+
+@require_GET
+def search_page(request: HttpRequest) -> HttpResponse:
+    """The search box; with `q` (a submit without JavaScript) it also shows the results."""
+    form = SuggestForm(request.GET)
+    context = _page_context(form)
+    status = 200
+    if form.is_valid() and form.cleaned_data["q"].strip():
+        try:
+            context["result"] = _suggest(form)
+        except SearchError as exc:
+            context["error"], status = str(exc), exc.status
+    elif not form.is_valid():
+        context["error"], status = form.error_message(), 400
+    return render(request, "autocomplete/search.html", context, status=status)
+
+
+@require_GET
+def suggest_partial(request: HttpRequest) -> HttpResponse:
+    """The listbox of suggestions that the HTMX search box swaps in on every keystroke."""
+    if not request.htmx:  # type: ignore[attr-defined]
+        return redirect(f"/?{request.GET.urlencode()}")
+    form = SuggestForm(request.GET)
+    context: dict[str, Any] = {"query": request.GET.get("q", "")}
+    if not form.is_valid():
+        context["error"] = form.error_message()
+    else:
+        try:
+            context["result"] = _suggest(form)
+        except SearchError as exc:
+            context["error"] = str(exc)
+    # Always 200: htmx swaps only successful responses, and the message belongs in the list.
+    return render(request, "autocomplete/_suggestions.html", context)
+
+
+def api_suggest(request: HttpRequest) -> JsonResponse:
+    """GET /api/suggest?q=&corpus=&k=&encoder= (see README for the contract)."""
+    if request.method != "GET":
+        response = JsonResponse({"error": "Method not allowed: use GET."}, status=405)
+        response["Allow"] = "GET"
+        return response
+    form = SuggestForm(request.GET)
+    if not form.is_valid():
+        return JsonResponse({"error": form.error_message()}, status=400)
+    try:
+        result = _suggest(form)
+    except SearchError as exc:
+        return JsonResponse({"error": str(exc)}, status=exc.status)
+    return JsonResponse(
+        {
+            "query": result.query,
+            "corpus": result.corpus.slug,
+            "encoder": result.encoder.key,
+            "suggestions": [
+                {"id": s.id, "question": s.question, "answer": s.answer, "score": s.score}
+                | ({"url": s.url} if s.url else {})
+                for s in result.suggestions
+            ],
+            "took_ms": result.took_ms,
+        }
+    )

