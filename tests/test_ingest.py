@@ -1,0 +1,176 @@
+"""Ingest: counts, idempotence, merge vs replace, embedding reuse, failures that lose nothing."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from autocomplete import indexes
+from autocomplete.ingest import ingest_parsed, plan_ingest
+from autocomplete.models import Corpus, IndexBuild, QAPair, StoredEmbedding
+from autocomplete.parsing import parse_qa_file
+from autocomplete.search import suggestions_for
+from embeddings.encoders import Encoder
+from embeddings.index import VectorIndex
+
+from .conftest import SMALL_FAQ, faq_csv
+
+pytestmark = pytest.mark.django_db
+
+
+def parsed(pairs: list[tuple[str, str]] = SMALL_FAQ):  # type: ignore[no-untyped-def]
+    return parse_qa_file(faq_csv(pairs), filename="faq.csv")
+
+
+def test_reloading_the_same_file_changes_nothing(small_corpus: Corpus) -> None:
+    build = IndexBuild.objects.get(corpus=small_corpus, is_active=True)
+    report = ingest_parsed(small_corpus, parsed(), encoder_key="minilm")
+    assert (report.added, report.updated, report.unchanged, report.removed) == (0, 0, 10, 0)
+    assert report.index_build is None
+    assert IndexBuild.objects.get(corpus=small_corpus, is_active=True) == build
+
+
+def test_merge_updates_changed_answers_and_adds_new_questions(small_corpus: Corpus) -> None:
+    pairs = [(q, a + " (updated)") if i == 0 else (q, a) for i, (q, a) in enumerate(SMALL_FAQ)]
+    pairs.append(("Do you offer refunds?", "Within 30 days."))
+    report = ingest_parsed(small_corpus, parsed(pairs[:3] + pairs[-1:]), encoder_key="minilm")
+    assert (report.added, report.updated, report.unchanged, report.removed) == (1, 1, 2, 0)
+    assert QAPair.objects.filter(corpus=small_corpus).count() == 11
+    assert QAPair.objects.get(question=SMALL_FAQ[0][0]).answer.endswith("(updated)")
+    assert report.index_build is not None and report.index_build.vector_count == 11
+
+
+def test_replace_makes_the_corpus_exactly_the_file(small_corpus: Corpus) -> None:
+    plan = plan_ingest(small_corpus, parsed(SMALL_FAQ[:4]), mode="replace")
+    assert (len(plan.to_add), len(plan.to_remove), plan.unchanged) == (0, 6, 4)
+    report = ingest_parsed(small_corpus, parsed(SMALL_FAQ[:4]), mode="replace", encoder_key="minilm")
+    assert report.removed == 6
+    assert QAPair.objects.filter(corpus=small_corpus).count() == 4
+    assert IndexBuild.objects.get(corpus=small_corpus, is_active=True).vector_count == 4
+
+
+def test_rows_with_ids_update_the_question_text(db: None, minilm: Encoder) -> None:
+    corpus = Corpus.objects.create(name="C", slug="c", default_encoder="minilm")
+    first = parse_qa_file(b"id,question,answer\nk1,How do I sign in?,Use SSO\n", filename="a.csv")
+    ingest_parsed(corpus, first)
+    second = parse_qa_file(b"id,question,answer\nk1,How do I log in?,Use SSO\n", filename="a.csv")
+    report = ingest_parsed(corpus, second)
+    assert (report.added, report.updated) == (0, 1)
+    assert QAPair.objects.get(corpus=corpus, external_id="k1").question == "How do I log in?"
+
+
+def test_unchanged_questions_are_not_embedded_again(small_corpus: Corpus, monkeypatch: pytest.MonkeyPatch,
+                                                    minilm: Encoder) -> None:
+    embedded: list[str] = []
+    original = minilm.encode
+
+    def spy(texts, **kwargs):  # type: ignore[no-untyped-def]
+        embedded.extend(texts)
+        return original(texts, **kwargs)
+
+    monkeypatch.setattr(minilm, "encode", spy)
+    pairs = [*SMALL_FAQ, ("Do you offer refunds?", "Within 30 days.")]
+    ingest_parsed(small_corpus, parsed(pairs), encoder_key="minilm")
+    assert embedded == ["Do you offer refunds?"]
+    assert StoredEmbedding.objects.filter(encoder="minilm").count() == 11
+
+
+def test_a_failed_build_leaves_pairs_and_live_index_intact(
+    small_corpus: Corpus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    live = IndexBuild.objects.get(corpus=small_corpus, is_active=True)
+
+    def broken_save(self: VectorIndex, path: Path) -> str:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(VectorIndex, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        ingest_parsed(small_corpus, parsed(SMALL_FAQ[:2]), mode="replace", encoder_key="minilm")
+    assert QAPair.objects.filter(corpus=small_corpus).count() == 10
+    assert IndexBuild.objects.get(corpus=small_corpus, is_active=True) == live
+    result = suggestions_for("cancel my plan", corpus="small")
+    assert result.suggestions[0].question == "How do I cancel my subscription?"
+
+
+def test_superseded_files_are_pruned_and_orphans_removed(small_corpus: Corpus,
+                                                         django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
+    for extra in range(4):
+        with django_capture_on_commit_callbacks(execute=True):
+            ingest_parsed(small_corpus, parsed([*SMALL_FAQ, (f"Extra question {extra}?", "x")]),
+                          encoder_key="minilm")
+    builds = IndexBuild.objects.filter(corpus=small_corpus)
+    assert builds.filter(is_active=True).count() == 1
+    assert builds.count() == 1 + indexes.KEEP_SUPERSEDED_FILES
+    files = sorted(p.name for p in indexes.index_dir().iterdir())
+    assert files == sorted(builds.values_list("file_name", flat=True))
+    orphan = indexes.index_dir() / ".tmp-crashed.faiss"
+    orphan.write_bytes(b"half")
+    assert indexes.remove_orphan_files(min_age_seconds=0) == [".tmp-crashed.faiss"]
+    assert sorted(p.name for p in indexes.index_dir().iterdir()) == files
+
+
+def test_deleting_a_corpus_deletes_its_index_files(small_corpus: Corpus,
+                                                  django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
+    assert any(indexes.index_dir().iterdir())
+    with django_capture_on_commit_callbacks(execute=True):
+        small_corpus.delete()
+    assert not any(indexes.index_dir().iterdir())
+
+
+def test_ingest_command_reports_counts_and_rejected_lines(db: None, minilm: Encoder, tmp_path: Path) -> None:
+    source = tmp_path / "faq.jsonl"
+    source.write_text('{"question": "How do I pay?", "answer": "By card."}\n'
+                      '{"question": "", "answer": "orphan"}\n'
+                      '{"question": "Refunds?", "answer": "30 days", "url": "https://x.example/r"}\n')
+    out = io.StringIO()
+    call_command("ingest", str(source), "--corpus", "shop", "--encoder", "minilm", stdout=out)
+    text = out.getvalue()
+    assert "added: 2" in text and "rejected: 1" in text and "line 2: question is empty" in text
+    assert "index: 2 vectors (flat) live" in text
+    out = io.StringIO()
+    call_command("ingest", str(source), "--corpus", "shop", stdout=out)
+    assert "unchanged: 2" in out.getvalue() and "index: unchanged" in out.getvalue()
+    assert Corpus.objects.get(slug="shop").default_encoder == "minilm"
+
+
+def test_ingest_command_errors(db: None, tmp_path: Path) -> None:
+    with pytest.raises(CommandError, match="is not a file"):
+        call_command("ingest", str(tmp_path / "none.csv"), "--corpus", "x")
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes("question,answer\nA,b\n".encode("utf-16"))
+    with pytest.raises(CommandError, match="UTF-16"):
+        call_command("ingest", str(bad), "--corpus", "x")
+    good = tmp_path / "good.csv"
+    good.write_text("question,answer\nA?,b\n")
+    with pytest.raises(CommandError, match="not a valid slug"):
+        call_command("ingest", str(good), "--corpus", "Not A Slug")
+    with pytest.raises(CommandError, match="GIST-small"):
+        call_command("ingest", str(good), "--corpus", "x", "--encoder", "gist-small")
+    assert not Corpus.objects.filter(slug="x").exists()
+
+
+def test_default_encoder_falls_back_openly(db: None, minilm: Encoder, settings, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    settings.AUTOCOMPLETE_DEFAULT_ENCODER = "ivysaur"
+    source = tmp_path / "faq.csv"
+    source.write_bytes(faq_csv())
+    out = io.StringIO()
+    call_command("ingest", str(source), "--corpus", "help", stdout=out)
+    assert "encoder 'minilm'" in out.getvalue()
+    assert "Falling back to encoder 'minilm'" in caplog.text
+    corpus = Corpus.objects.get(slug="help")
+    assert corpus.default_encoder == "ivysaur"
+    result = suggestions_for("reset password")
+    assert (result.encoder.key, result.is_fallback) == ("minilm", True)
+
+
+def test_reindex_command(small_corpus: Corpus) -> None:
+    out = io.StringIO()
+    call_command("reindex", "small", "--encoder", "minilm", stdout=out)
+    assert "small/minilm: 10 vectors (flat) live" in out.getvalue()
+    assert IndexBuild.objects.filter(corpus=small_corpus).count() == 2
+    with pytest.raises(CommandError, match="Unknown corpus"):
+        call_command("reindex", "nope")

@@ -1,0 +1,135 @@
+"""Reading QA files: every format, header variants, encodings, and per-row rejections."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from autocomplete.parsing import Limits, ParseError, parse_qa_file
+
+LIMITS = Limits(max_rows=100, max_question_length=50, max_answer_length=200)
+
+
+def parse(text: str | bytes, filename: str = "f.csv", **kwargs: object):  # type: ignore[no-untyped-def]
+    data = text.encode() if isinstance(text, str) else text
+    return parse_qa_file(data, filename=filename, limits=LIMITS, **kwargs)  # type: ignore[arg-type]
+
+
+def test_csv_with_all_fields_and_multiline_answers() -> None:
+    parsed = parse(
+        "id,question,answer,url,tags\r\n"
+        'a1,How do I log in?,"Use the form.\nThen press Enter.",https://example.com/login,account|login\r\n'
+        "a2,How do I log out?,Click your name,,\r\n"
+    )
+    assert parsed.format == "csv"
+    assert [row.line for row in parsed.rows] == [2, 4]  # the quoted answer spans lines 2-3
+    first = parsed.rows[0]
+    assert (first.external_id, first.url, first.tags) == ("a1", "https://example.com/login", "account|login")
+    assert first.answer == "Use the form.\nThen press Enter."
+
+
+@pytest.mark.parametrize(
+    ("header", "sep"),
+    [("Question,Answer", ","), ("q;a", ";"), ("title\tbody", "\t"), ("QUESTION|ANSWER", "|")],
+)
+def test_header_aliases_and_sniffed_delimiters(header: str, sep: str) -> None:
+    parsed = parse(f"{header}\nWhat is it?{sep}A thing\nWho made it?{sep}A team\n")
+    assert [(r.question, r.answer) for r in parsed.rows] == [("What is it?", "A thing"),
+                                                            ("Who made it?", "A team")]
+
+
+def test_tsv_by_extension() -> None:
+    parsed = parse("question\tanswer\nA, B or C?\tC, mostly\n", filename="f.tsv")
+    assert parsed.format == "tsv"
+    assert parsed.rows[0].question == "A, B or C?"
+
+
+def test_utf8_bom_is_accepted() -> None:
+    parsed = parse("\ufeffquestion,answer\nCafé ouvert ?,Oui\n".encode())
+    assert parsed.columns["question"] == "question"
+    assert parsed.rows[0].question == "Café ouvert ?"
+
+
+def test_json_array_reports_line_numbers() -> None:
+    items = [{"question": "One?", "answer": "1"}, {"question": "", "answer": "x"}, "junk",
+             {"q": "Two?", "a": "2", "tags": ["x", "y"], "id": 7}]
+    text = json.dumps(items, indent=2)
+    parsed = parse(text, filename="f.json")
+    assert parsed.format == "json"
+    assert [(r.question, r.tags, r.external_id) for r in parsed.rows] == [("One?", "", ""),
+                                                                           ("Two?", "x|y", "7")]
+    lines = text.splitlines()
+    rejected = {r.line: r.reason for r in parsed.rejected}
+    assert set(rejected.values()) == {"question is empty", "not a JSON object"}
+    for line, reason in rejected.items():
+        expected = '"junk"' if reason == "not a JSON object" else "{"
+        assert lines[line - 1].strip().startswith(expected)
+
+
+def test_jsonl_with_a_broken_line() -> None:
+    parsed = parse('{"question": "A?", "answer": "a"}\n\n{"question": "B?"\n[1]\n', filename="f.jsonl")
+    assert [r.question for r in parsed.rows] == ["A?"]
+    assert [(r.line, r.reason.split(" (")[0]) for r in parsed.rejected] == [
+        (3, "invalid JSON"), (4, "not a JSON object")]
+
+
+def test_format_detected_from_content_when_extension_is_unknown() -> None:
+    assert parse('[{"question": "A?", "answer": "a"}]', filename="upload.bin").format == "json"
+    assert parse('{"question": "A?", "answer": "a"}', filename="").format == "jsonl"
+
+
+def test_rows_are_rejected_one_by_one_with_line_numbers() -> None:
+    parsed = parse(
+        "id,question,answer,url\n"
+        "1,Good question?,Good answer,\n"
+        "2,,No question,\n"
+        "3,No answer?,,\n"
+        f"4,{'x' * 51},Too long,\n"
+        "5,good QUESTION,Duplicate by normalisation,\n"
+        "1,Other question?,Duplicate id,\n"
+        "7,Bad url?,Answer,javascript:alert(1)\n"
+        "8,Answer too long?," + "y" * 201 + ",\n"
+        "9,Fine?,Fine,https://ok.example\n"
+    )
+    assert [r.question for r in parsed.rows] == ["Good question?", "Fine?"]
+    assert [(r.line, r.reason) for r in parsed.rejected] == [
+        (3, "question is empty"),
+        (4, "answer is empty"),
+        (5, "question is longer than 50 characters"),
+        (6, "duplicate question (same as line 2)"),
+        (7, "duplicate id '1' (same as line 2)"),
+        (8, "url is not a valid http(s) address"),
+        (9, "answer is longer than 200 characters"),
+    ]
+
+
+def test_too_many_cells_is_a_row_error() -> None:
+    parsed = parse("question,answer\nA?,a,extra\nB?,b\n")
+    assert [(r.line, r.reason) for r in parsed.rejected] == [(2, "3 cells for 2 columns")]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ("question,answer\nA?,a\n".encode("utf-16"), "UTF-16"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary"),
+        (b"question,answer\nCaf\xe9?,x\n", "not valid UTF-8 .*line 2"),
+        (b"   \n", "empty"),
+        (b"name,email\nx,y\n", "No question and answer columns"),
+        (b'[{"question": "A?", "answer": "a"', "Invalid JSON on line 1"),
+        (b'{"question": "A?", "answer": "a"}', "one array"),
+    ],
+)
+def test_whole_file_refusals(data: bytes, message: str) -> None:
+    filename = "f.json" if data.startswith(b"{") else "f.csv"
+    if data.startswith(b"["):
+        filename = "f.json"
+    with pytest.raises(ParseError, match=message):
+        parse(data, filename=filename)
+
+
+def test_row_limit() -> None:
+    rows = "".join(f"Q{i}?,A\n" for i in range(101))
+    with pytest.raises(ParseError, match="more than 100 rows"):
+        parse("question,answer\n" + rows)

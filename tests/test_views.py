@@ -1,0 +1,176 @@
+"""The JSON endpoint's contract, the HTMX partial and the no-JavaScript page."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from autocomplete import indexes
+from autocomplete.encoding import encoder_registry
+from autocomplete.ingest import ingest_parsed
+from autocomplete.models import Corpus, IndexBuild
+from autocomplete.parsing import parse_qa_file
+from autocomplete.search import SearchSpace, rank
+from embeddings.encoders import EncoderUnavailableError
+from embeddings.index import VectorIndex
+
+from .conftest import faq_csv
+
+pytestmark = pytest.mark.django_db
+
+
+def test_json_shape_and_relevance(client: Client, small_corpus: Corpus) -> None:
+    response = client.get("/api/suggest", {"q": "how do i cancel my sub", "k": 3})
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {"query", "corpus", "encoder", "suggestions", "took_ms"}
+    assert (body["query"], body["corpus"], body["encoder"]) == ("how do i cancel my sub", "small", "minilm")
+    assert isinstance(body["took_ms"], float)
+    assert len(body["suggestions"]) == 3
+    first = body["suggestions"][0]
+    assert set(first) == {"id", "question", "answer", "score"}
+    assert first["question"] == "How do I cancel my subscription?"
+    scores = [s["score"] for s in body["suggestions"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_empty_query_never_touches_the_encoder(client: Client, small_corpus: Corpus,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(key: str) -> None:
+        raise AssertionError("encoder used for an empty query")
+
+    monkeypatch.setattr(encoder_registry(), "get", refuse)
+    for q in ("", "   ", "\t"):
+        response = client.get("/api/suggest", {"q": q})
+        assert response.status_code == 200
+        assert response.json()["suggestions"] == []
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "message"),
+    [
+        ({"q": "x", "k": "0"}, 400, "k: Ensure this value is greater than or equal to 1."),
+        ({"q": "x", "k": "21"}, 400, "k: Ensure this value is less than or equal to 20."),
+        ({"q": "x", "k": "five"}, 400, "k: Enter a whole number."),
+        ({"q": "x" * 201}, 400, "q: Ensure this value has at most 200 characters (it has 201)."),
+        ({"q": "x", "encoder": "gist-small"}, 400, "Corpus 'small' has no index for encoder 'gist-small'"),
+        ({"q": "x", "corpus": "nope"}, 404, "Unknown corpus 'nope'."),
+        ({"q": "x", "corpus": "not a slug!"}, 400, "corpus: "),
+    ],
+)
+def test_bad_requests_get_json_errors(client: Client, small_corpus: Corpus, params: dict[str, str],
+                                      status: int, message: str) -> None:
+    response = client.get("/api/suggest", params)
+    assert response.status_code == status
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["error"].startswith(message)
+
+
+@pytest.mark.parametrize("method", ["post", "put", "delete", "patch"])
+def test_only_get_is_allowed(client: Client, small_corpus: Corpus, method: str) -> None:
+    response = getattr(client, method)("/api/suggest?q=x")
+    assert response.status_code == 405
+    assert response["Allow"] == "GET"
+    assert "error" in response.json()
+
+
+def test_corpus_is_required_only_when_ambiguous(client: Client, small_corpus: Corpus, settings) -> None:  # type: ignore[no-untyped-def]
+    assert client.get("/api/suggest", {"q": "refund"}).status_code == 200
+    other = Corpus.objects.create(name="Other", slug="other", default_encoder="minilm")
+    ingest_parsed(other, parse_qa_file(faq_csv(), filename="f.csv"))
+    indexes.invalidate_catalog()
+    response = client.get("/api/suggest", {"q": "refund"})
+    assert response.status_code == 400
+    assert response.json()["error"] == "Name a corpus: one of other, small."
+    settings.AUTOCOMPLETE_DEFAULT_CORPUS = "other"
+    assert client.get("/api/suggest", {"q": "refund"}).json()["corpus"] == "other"
+
+
+def test_no_corpus_at_all_is_404(client: Client, db: None) -> None:
+    response = client.get("/api/suggest", {"q": "x"})
+    assert response.status_code == 404
+    assert "manage.py ingest" in response.json()["error"]
+
+
+def test_missing_or_broken_index_is_503(client: Client, small_corpus: Corpus) -> None:
+    build = IndexBuild.objects.get(corpus=small_corpus, is_active=True)
+    (indexes.index_dir() / build.file_name).write_bytes(b"garbage")
+    response = client.get("/api/suggest", {"q": "password"})
+    assert response.status_code == 503
+    assert "cannot be loaded" in response.json()["error"]
+    (indexes.index_dir() / build.file_name).unlink()
+    assert client.get("/api/suggest", {"q": "password"}).status_code == 503
+
+
+def test_corpus_without_any_index_is_503(client: Client, db: None) -> None:
+    Corpus.objects.create(name="Empty", slug="empty")
+    response = client.get("/api/suggest", {"q": "x"})
+    assert response.status_code == 503
+    assert "has no index yet" in response.json()["error"]
+
+
+def test_unloadable_encoder_is_503(client: Client, small_corpus: Corpus,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    def unavailable(key: str) -> None:
+        raise EncoderUnavailableError("weights gone")
+
+    monkeypatch.setattr(encoder_registry(), "get", unavailable)
+    response = client.get("/api/suggest", {"q": "password"})
+    assert (response.status_code, response.json()) == (503, {"error": "weights gone"})
+
+
+def test_identical_question_texts_are_never_suggested_twice(minilm) -> None:  # type: ignore[no-untyped-def]
+    questions = ["What is a refund?", "what is a refund", "How do refunds work?", "Refund policy?"]
+    vectors = minilm.encode(questions)
+    index = VectorIndex.build(vectors, [1, 2, 3, 4], encoder="minilm", dimension=384, ann_threshold=100)
+    space = SearchSpace(index, [(i + 1, q, "a", "") for i, q in enumerate(questions)])
+    suggestions = rank(space, "refund", minilm.encode(["refund"])[0], k=4)
+    assert [s.question for s in suggestions].count("What is a refund?") + [
+        s.question for s in suggestions].count("what is a refund") == 1
+    assert len(suggestions) == 3
+
+
+def test_partial_escapes_html(client: Client, db: None) -> None:
+    corpus = Corpus.objects.create(name="XSS", slug="xss", default_encoder="minilm")
+    ingest_parsed(corpus, parse_qa_file(
+        b'question,answer\n"How do I use <script>alert(1)</script> tags?","Never <b>trust</b> input"\n',
+        filename="f.csv"))
+    response = client.get("/suggest", {"q": "script tags"}, headers={"HX-Request": "true"})
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "<script>alert(1)</script>" not in html and "<b>trust</b>" not in html
+    assert "How do I use &lt;script&gt;alert(1)&lt;/script&gt; tags?" in html
+    assert 'role="listbox"' in html and 'role="option"' in html
+
+
+def test_partial_shows_errors_inline_and_redirects_without_htmx(client: Client, small_corpus: Corpus) -> None:
+    response = client.get("/suggest", {"q": "x", "k": "99"}, headers={"HX-Request": "true"})
+    assert response.status_code == 200 and 'role="alert"' in response.content.decode()
+    response = client.get("/suggest", {"q": "refund"})
+    assert response.status_code == 302 and response["Location"] == "/?q=refund"
+
+
+def test_search_page_works_without_javascript(client: Client, small_corpus: Corpus) -> None:
+    page = client.get("/").content.decode()
+    assert 'role="combobox"' in page and 'hx-get="/suggest"' in page
+    assert "/static/django_htmx/htmx" in page  # django-htmx's own script, no CDN
+    response = client.get("/", {"q": "I forgot my password"})
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "How do I reset my password?" in html and "Forgot password" in html
+    assert 'data-encoder="minilm"' in html
+    assert client.get("/", {"q": "x", "k": 0}).status_code == 400
+
+
+def test_page_offers_selectors_when_there_is_a_choice(client: Client, small_corpus: Corpus) -> None:
+    assert 'id="corpus"' not in client.get("/").content.decode()
+    other = Corpus.objects.create(name="Other", slug="other", default_encoder="minilm")
+    ingest_parsed(other, parse_qa_file(faq_csv(), filename="f.csv"))
+    indexes.invalidate_catalog()
+    page = client.get("/", {"corpus": "other"}).content.decode()
+    assert 'id="corpus"' in page and '<option value="other" selected>' in page
+
+
+def test_static_files_are_served(client: Client, db: None) -> None:
+    response = client.get("/static/autocomplete/combobox.js")
+    assert response.status_code == 200
