@@ -12,8 +12,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Literal
 
-from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from embeddings.encoders import Encoder
 
@@ -143,12 +143,13 @@ def _apply(corpus: Corpus, plan: Plan) -> None:
     if plan.to_remove:
         QAPair.objects.filter(corpus=corpus, id__in=plan.to_remove).delete()
     updates = []
+    now = timezone.now()  # bulk_update skips auto_now
     for pk, row in plan.to_update:
         pair = QAPair(pk=pk, corpus=corpus, question=row.question, answer=row.answer, url=row.url,
-                      tags=row.tags, normalised_question=row.normalised_question)
+                      tags=row.tags, normalised_question=row.normalised_question, updated_at=now)
         pair.external_id = row.external_id
         updates.append(pair)
-    fields = ["question", "normalised_question", "answer", "url", "tags", "external_id"]
+    fields = ["question", "normalised_question", "answer", "url", "tags", "updated_at", "external_id"]
     if updates:
         # Rows without an id keep theirs: only overwrite external_id where the file gave one.
         with_id = [pair for pair in updates if pair.external_id]
@@ -164,7 +165,3 @@ def _apply(corpus: Corpus, plan: Plan) -> None:
         ],
         batch_size=500,
     )
-
-
-def default_encoder_key() -> str:
-    return str(settings.AUTOCOMPLETE_DEFAULT_ENCODER)

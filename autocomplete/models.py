@@ -90,6 +90,9 @@ class StoredEmbedding(models.Model):
             models.UniqueConstraint(fields=["encoder", "text_sha256"], name="unique_embedding")
         ]
 
+    def __str__(self) -> str:
+        return f"{self.encoder}:{self.text_sha256[:12]}"
+
 
 class IndexBuild(models.Model):
     """One index file for a corpus and encoder; at most one per pair is live."""
