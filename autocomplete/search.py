@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,10 +17,13 @@ from django.conf import settings
 
 from embeddings.encoders import Encoder, EncoderError, EncoderSpec
 from embeddings.index import IndexFileError, IndexMismatchError, VectorIndex
+from embeddings.lexical import LexicalIndex
+from embeddings.ranking import DEFAULT as DEFAULT_RANKING
+from embeddings.ranking import RankingParams, hybrid_rank, semantic_rank
 
 from .encoding import encoder_registry
 from .indexes import CorpusEntry, LiveBuild, catalog, load_build_index
-from .models import QAPair, normalise_question
+from .models import QAPair
 
 
 class SearchError(Exception):
@@ -61,7 +64,7 @@ class SuggestResult:
 
 
 class SearchSpace:
-    """A vector index with the texts of the pairs it holds, ready to rank."""
+    """A vector index and a lexical index over the same pairs, with their texts, ready to rank."""
 
     def __init__(self, index: VectorIndex, rows: Iterable[tuple[int, str, str, str]]) -> None:
         self.index = index
@@ -75,30 +78,59 @@ class SearchSpace:
             self.answers.append(answer)
             self.urls.append(url)
         self.position = {pk: row for row, pk in enumerate(self.ids)}
-        self.dedupe_keys = [normalise_question(question) for question in self.questions]
+        self.lexical = LexicalIndex(self.ids, self.questions)
 
     def __len__(self) -> int:
         return len(self.ids)
 
-
-def rank(space: SearchSpace, query: str, query_vector: np.ndarray, *, k: int) -> list[Suggestion]:
-    """The top-k suggestions for a query, best first, no question text twice."""
-    candidates = space.index.search(query_vector, k * 4)
-    seen: set[str] = set()
-    suggestions: list[Suggestion] = []
-    for pk, score in candidates:
-        row = space.position.get(pk)
-        if row is None or space.dedupe_keys[row] in seen:
-            continue
-        seen.add(space.dedupe_keys[row])
-        suggestions.append(Suggestion(pk, space.questions[row], space.answers[row],
-                                      space.urls[row], round(float(score), 4)))
-        if len(suggestions) == k:
-            break
-    return suggestions
+    def suggestion(self, pk: int, score: float) -> Suggestion:
+        row = self.position[pk]
+        return Suggestion(pk, self.questions[row], self.answers[row], self.urls[row], round(score, 4))
 
 
-def encode_query(encoder: Encoder, query: str) -> np.ndarray:
+Embed = Callable[[str], np.ndarray]
+METHODS = ("hybrid", "semantic", "lexical")
+
+
+def rank(
+    space: SearchSpace,
+    query: str,
+    *,
+    embed: Embed,
+    k: int,
+    method: str = "hybrid",
+    params: RankingParams = DEFAULT_RANKING,
+) -> list[Suggestion]:
+    """The top-k suggestions for what has been typed, best first, no question text twice.
+
+    `hybrid` is what is served; `semantic` (plain cosine) and `lexical` (keywords alone) exist as
+    the evaluation's baselines.
+    """
+    if method == "lexical":
+        ranked = space.lexical.search(query, limit=k * 4)
+        ranked = [(pk, score) for pk, score in ranked if score > 0]
+        ranked = semantic_rank(ranked, k=k, lexical=space.lexical)
+    else:
+        vector = embed(query)
+        nearest = space.index.search(vector, params.semantic_candidates)
+        if method == "semantic":
+            ranked = semantic_rank(nearest, k=k, lexical=space.lexical)
+        else:
+            ranked = hybrid_rank(
+                query, semantic=nearest, lexical=space.lexical, k=k, params=params,
+                similarity=lambda ids: space.index.similarities(vector, ids),
+            )
+    return [space.suggestion(pk, score) for pk, score in ranked if pk in space.position]
+
+
+def encode_queries(encoder: Encoder, texts: Sequence[str]) -> np.ndarray:
+    """Query vectors for many texts, equal to what `embed_query` gives one by one."""
+    if getattr(encoder, "batch_invariant", True):
+        return encoder.encode(list(texts), batch_size=256)
+    return np.stack([encoder.encode([text])[0] for text in texts]) if texts else encoder.encode([])
+
+
+def embed_query(encoder: Encoder, query: str) -> np.ndarray:
     return encoder.encode([query])[0]
 
 
@@ -184,6 +216,6 @@ def suggestions_for(
             model = registry.get(key)
         except EncoderError as exc:
             raise IndexUnavailableError(str(exc)) from exc
-        suggestions = rank(space, query, encode_query(model, query), k=k)
+        suggestions = rank(space, query, embed=lambda text: embed_query(model, text), k=k)
     took_ms = (time.perf_counter() - started) * 1000
     return SuggestResult(query, entry, spec, suggestions, round(took_ms, 2), is_fallback)

@@ -124,7 +124,7 @@ def test_identical_question_texts_are_never_suggested_twice(minilm) -> None:  # 
     vectors = minilm.encode(questions)
     index = VectorIndex.build(vectors, [1, 2, 3, 4], encoder="minilm", dimension=384, ann_threshold=100)
     space = SearchSpace(index, [(i + 1, q, "a", "") for i, q in enumerate(questions)])
-    suggestions = rank(space, "refund", minilm.encode(["refund"])[0], k=4)
+    suggestions = rank(space, "refund", embed=lambda text: minilm.encode([text])[0], k=4, method="semantic")
     assert [s.question for s in suggestions].count("What is a refund?") + [
         s.question for s in suggestions].count("what is a refund") == 1
     assert len(suggestions) == 3

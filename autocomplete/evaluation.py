@@ -1,0 +1,176 @@
+"""Offline evaluation of suggestion quality on labelled QA data, through the live ranking path.
+
+Queries are cut to a fraction of their characters, as if the visitor were still typing, and
+ranked by `search.rank` over an in-memory SearchSpace: nothing is written to the database.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+
+from embeddings.encoders import Encoder
+from embeddings.index import VectorIndex
+
+from .indexes import hnsw_options
+from .search import METHODS, SearchSpace, embed_query, encode_queries, rank
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_FRACTIONS = (0.25, 0.5, 0.75, 1.0)
+
+
+class EvaluationDataError(ValueError):
+    """An input file is missing columns or refers to unknown ids."""
+
+
+@dataclass(frozen=True)
+class EvalQuery:
+    text: str
+    targets: frozenset[int]  # positions in the corpus
+
+
+@dataclass
+class EvalCorpus:
+    questions: list[str] = field(default_factory=list)
+    answers: list[str] = field(default_factory=list)
+    position_of: dict[str, int] = field(default_factory=dict)  # target corpus ids only
+    n_own: int = 0
+
+
+def _read_csv(path: Path, required: Sequence[str]) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        missing = [name for name in required if name not in (reader.fieldnames or [])]
+        if missing:
+            raise EvaluationDataError(f"{path} lacks column(s) {', '.join(missing)}.")
+        return list(reader)
+
+
+def load_corpus(corpus_csv: Path, distractor_csvs: Sequence[Path] = ()) -> EvalCorpus:
+    """The corpus's questions, then each distractor file's (never a target)."""
+    corpus = EvalCorpus()
+    for row in _read_csv(corpus_csv, ("id", "question")):
+        corpus.position_of[row["id"]] = len(corpus.questions)
+        corpus.questions.append(row["question"])
+        corpus.answers.append(row.get("answer", ""))
+    corpus.n_own = len(corpus.questions)
+    for path in distractor_csvs:
+        for row in _read_csv(path, ("question",)):
+            if row["question"].strip():
+                corpus.questions.append(row["question"])
+                corpus.answers.append(row.get("answer", ""))
+    return corpus
+
+
+def load_queries(queries_csv: Path, corpus: EvalCorpus, *, split: str = "all") -> list[EvalQuery]:
+    """Distinct queries with all their acceptable targets, filtered on `split` when present."""
+    rows = _read_csv(queries_csv, ("query", "target_id"))
+    targets: dict[str, set[int]] = {}
+    for row in rows:
+        if split != "all" and row.get("split", split) != split:
+            continue
+        position = corpus.position_of.get(row["target_id"])
+        if position is None:
+            raise EvaluationDataError(f"{queries_csv}: target_id {row['target_id']!r} is not in the corpus.")
+        targets.setdefault(row["query"], set()).add(position)
+    return [EvalQuery(text, frozenset(ids)) for text, ids in targets.items()]
+
+
+def corpus_vectors(encoder: Encoder, questions: Sequence[str], *, cache_dir: Path | None) -> np.ndarray:
+    """Embed the corpus once per encoder and text set; cached on disk between runs."""
+    digest = hashlib.sha256("\n".join(questions).encode()).hexdigest()[:16]
+    backend = getattr(encoder, "backend_label", encoder.spec.backend)
+    path = cache_dir / f"{encoder.spec.key}-{backend}-{digest}.npy" if cache_dir else None
+    if path is not None and path.is_file():
+        return np.load(path)
+    started = time.perf_counter()
+    vectors = encoder.encode(list(questions), batch_size=128)
+    logger.info("Embedded %d questions in %.1f s", len(questions), time.perf_counter() - started)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, vectors)
+    return vectors
+
+
+def build_space(encoder: Encoder, corpus: EvalCorpus, *, cache_dir: Path | None) -> SearchSpace:
+    vectors = corpus_vectors(encoder, corpus.questions, cache_dir=cache_dir)
+    ids = list(range(len(corpus.questions)))
+    index = VectorIndex.build(
+        vectors, ids, encoder=encoder.spec.key, dimension=encoder.spec.dimension,
+        ann_threshold=settings.AUTOCOMPLETE_ANN_THRESHOLD, hnsw=hnsw_options(),
+    )
+    return SearchSpace(index, zip(ids, corpus.questions, corpus.answers, [""] * len(ids), strict=True))
+
+
+def cut(query: str, fraction: float) -> str:
+    """The first max(1, round(len * fraction)) characters."""
+    return query[: max(1, round(len(query) * fraction))]
+
+
+def evaluate(
+    space: SearchSpace,
+    encoder: Encoder,
+    queries: Sequence[EvalQuery],
+    *,
+    k: int = 5,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    method: str = "hybrid",
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, object]:
+    """hit@k and MRR per fraction, their mean, and keystrokes to the first hit."""
+    if method not in METHODS:
+        raise ValueError(f"Unknown method {method!r}; one of {', '.join(METHODS)}.")
+    prefixes = sorted({q.text[:n] for q in queries for n in range(1, len(q.text) + 1)})
+    vectors = dict(zip(prefixes, encode_queries(encoder, prefixes), strict=True))
+
+    def embed(text: str) -> np.ndarray:
+        vector = vectors.get(text)
+        if vector is None:  # a text the ranking derives from the query (not a typed prefix)
+            vector = vectors[text] = embed_query(encoder, text)
+        return vector
+
+    hits = dict.fromkeys(fractions, 0.0)
+    reciprocal = dict.fromkeys(fractions, 0.0)
+    keystrokes = 0.0
+    for done, query in enumerate(queries, start=1):
+        def ranks(prefix: str, query: EvalQuery = query) -> list[int]:
+            ranked = rank(space, prefix, embed=embed, k=k, method=method)
+            return [r for r, s in enumerate(ranked, start=1) if s.id in query.targets]
+
+        for fraction in fractions:
+            found = ranks(cut(query.text, fraction))
+            hits[fraction] += bool(found)
+            reciprocal[fraction] += 1.0 / found[0] if found else 0.0
+        keystrokes += next(
+            (n / len(query.text) for n in range(1, len(query.text) + 1) if ranks(query.text[:n])), 1.0
+        )
+        if progress:
+            progress(done, len(queries))
+    n = max(1, len(queries))
+    hit_at_k = {str(f): round(hits[f] / n, 4) for f in fractions}
+    return {
+        "hit_at_k": hit_at_k,
+        "mrr": {str(f): round(reciprocal[f] / n, 4) for f in fractions},
+        "mean_hit_at_k": round(sum(hit_at_k.values()) / len(fractions), 4),
+        "keystrokes_to_hit": round(keystrokes / n, 4),
+    }
+
+
+def stderr_progress(label: str) -> Callable[[int, int], None]:
+    """Progress on stderr every 10 %, so --json keeps stdout clean."""
+
+    def report(done: int, total: int) -> None:
+        if done == total or done % max(1, total // 10) == 0:
+            print(f"{label}: {done}/{total} queries", file=sys.stderr, flush=True)
+
+    return report

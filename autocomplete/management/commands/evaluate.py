@@ -1,0 +1,100 @@
+"""manage.py evaluate: suggestion quality on labelled data, as the visitor types (see README)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from autocomplete.encoding import encoder_registry
+from autocomplete.evaluation import (
+    DEFAULT_FRACTIONS,
+    EvaluationDataError,
+    build_space,
+    evaluate,
+    load_corpus,
+    load_queries,
+    stderr_progress,
+)
+from embeddings.encoders import EncoderError
+
+LEXICAL_BASELINE = "prefix-aware IDF keyword matching (embeddings/lexical.py), no vectors"
+
+
+def _fractions(text: str) -> list[float]:
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError as exc:
+        raise CommandError(f"--fractions must be numbers like 0.25,0.5 (got {text!r}).") from exc
+    if not values or any(not 0 < value <= 1 for value in values):
+        raise CommandError("--fractions must lie in (0, 1].")
+    return values
+
+
+class Command(BaseCommand):
+    help = "Measure hit@k, MRR and keystrokes-to-hit of the live ranking on a labelled query set."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--corpus-csv", type=Path, required=True)
+        parser.add_argument("--queries-csv", type=Path, required=True)
+        parser.add_argument("--distractors-csv", type=Path, action="append", default=[],
+                            help="Adds its questions to the corpus; never a target. Repeatable.")
+        parser.add_argument("--encoder", default=None, help="Encoder key (default: AUTOCOMPLETE_DEFAULT_ENCODER).")
+        parser.add_argument("--k", type=int, default=5)
+        parser.add_argument("--split", choices=["all", "dev", "test"], default="all")
+        parser.add_argument("--fractions", default=",".join(str(f) for f in DEFAULT_FRACTIONS))
+        parser.add_argument("--baselines", action="store_true",
+                            help="Also measure plain semantic and plain lexical ranking.")
+        parser.add_argument("--json", action="store_true", help="One JSON object on stdout.")
+        parser.add_argument("--cache-dir", type=Path, default=None,
+                            help="Where corpus embeddings are cached (default: VAR_DIR/eval-cache).")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if not 1 <= options["k"] <= settings.AUTOCOMPLETE_MAX_K:
+            raise CommandError(f"--k must be between 1 and {settings.AUTOCOMPLETE_MAX_K}.")
+        fractions = _fractions(options["fractions"])
+        key = options["encoder"] or settings.AUTOCOMPLETE_DEFAULT_ENCODER
+        try:
+            encoder = encoder_registry().get(key)
+            corpus = load_corpus(options["corpus_csv"], options["distractors_csv"])
+            queries = load_queries(options["queries_csv"], corpus, split=options["split"])
+        except (EncoderError, EvaluationDataError, OSError) as exc:
+            raise CommandError(str(exc)) from exc
+        if not queries:
+            raise CommandError(f"No queries in split '{options['split']}'.")
+        cache_dir = options["cache_dir"] or Path(settings.VAR_DIR) / "eval-cache"
+        space = build_space(encoder, corpus, cache_dir=cache_dir)
+        methods = ["hybrid", "semantic", "lexical"] if options["baselines"] else ["hybrid"]
+        results = {
+            method: evaluate(space, encoder, queries, k=options["k"], fractions=fractions, method=method,
+                             progress=stderr_progress(method))
+            for method in methods
+        }
+        report: dict[str, Any] = {"encoder": key, "k": options["k"], "n_queries": len(queries),
+                                  "n_corpus": len(corpus.questions), **results["hybrid"]}
+        if options["baselines"]:
+            report["baselines"] = {"semantic": results["semantic"], "lexical": results["lexical"]}
+            report["lexical_baseline"] = LEXICAL_BASELINE
+        if options["json"]:
+            sys.stdout.write(json.dumps(report) + "\n")
+        else:
+            self._table(report, results, fractions)
+
+    def _table(self, report: dict[str, Any], results: dict[str, dict[str, Any]], fractions: list[float]) -> None:
+        self.stdout.write(
+            f"encoder {report['encoder']}, k={report['k']}, {report['n_queries']} queries, "
+            f"{report['n_corpus']} corpus questions"
+        )
+        header = f"{'method':<10}" + "".join(f"{f'hit@{f:g}':>10}" for f in fractions)
+        self.stdout.write(header + f"{'mean':>8}{'MRR@1.0':>9}{'keys':>7}")
+        for method, result in results.items():
+            cells = "".join(f"{result['hit_at_k'][str(f)]:>10.3f}" for f in fractions)
+            mrr = result["mrr"].get(str(fractions[-1]), 0.0)
+            self.stdout.write(f"{method:<10}{cells}{result['mean_hit_at_k']:>8.3f}{mrr:>9.3f}"
+                              f"{result['keystrokes_to_hit']:>7.3f}")
+        if "baselines" in report:
+            self.stdout.write(f"lexical = {LEXICAL_BASELINE}")

@@ -1,0 +1,305 @@
+"""Prefix-aware lexical matching for as-you-type suggestions.
+
+Semantic embeddings of a half-typed query are noisy: the unfinished last word carries little meaning.
+This index scores corpus texts by the IDF mass of the query words they contain, where the last word,
+while still being typed, matches every vocabulary word it begins, earlier words match whole words
+(with a one-edit typo tolerance for longer words), and scores are normalised to [0, 1] per query so
+that a threshold means the same thing for every query.
+
+Pure Python + numpy: postings live in one CSR array pair so a query costs a few fancy-index updates.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import re
+import unicodedata
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+# Letters and digits only: underscores and punctuation separate words, as a reader would expect.
+_TOKEN_RE = re.compile(r"[^\W_]+")
+# Resolution of the score histogram used to select the best matches (see LexicalIndex.top).
+_BINS = 1024
+
+
+def normalize_text(text: str) -> str:
+    """Return `text` NFKC-normalised, case-folded and stripped of accents."""
+    # NFKC first folds compatibility forms (ligatures, full-width letters), casefold handles ß and
+    # friends, then NFD exposes accents as combining marks so they can be dropped.
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    decomposed = unicodedata.normalize("NFD", folded)
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
+def tokenize(text: str) -> list[str]:
+    """Split normalised `text` into runs of letters and digits."""
+    return _TOKEN_RE.findall(normalize_text(text))
+
+
+def last_word_is_partial(query: str) -> bool:
+    """True when the query ends inside a word, i.e. the user may still be typing it."""
+    stripped = normalize_text(query)
+    return bool(stripped) and _TOKEN_RE.fullmatch(stripped[-1]) is not None
+
+
+@dataclass(frozen=True)
+class LexicalParams:
+    """Tunables of lexical matching; defaults were tuned on dev splits only."""
+
+    # A one-edit match counts for this share of the word's weight: likely but not certainly meant.
+    typo_weight: float = 0.8
+    # Shorter words have too many one-edit neighbours ("cat" -> "bat", "car", "cut") to be safe.
+    typo_min_length: int = 5
+    # Query words absent from the corpus still count, partly, in the query's mass: a query about
+    # something the corpus never mentions should not score as a perfect match on its other words.
+    unknown_weight: float = 1.0
+    # A short prefix ("w") begins thousands of words; keep the most frequent ones, which are also
+    # the likeliest completions, so the cost per keystroke stays bounded.
+    max_expansions: int = 64
+    # The unfinished word is less certain than a finished one.
+    prefix_weight: float = 1.0
+    # Inflected forms ("masks" for "mask", "tested" for "test") count for this share of a word.
+    inflection_weight: float = 0.9
+    # Long texts contain many words by chance; their scores shrink with length as in BM25
+    # (0 = no length penalty). Texts of average length or shorter are never boosted above 1.
+    length_penalty: float = 0.0
+
+
+_NO_TERMS = np.empty(0, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class _Word:
+    """How one query word matches: (terms, credit per matching text) weakest first, and the
+    word's share of the query mass (what a perfect match would earn)."""
+
+    matches: tuple[tuple[npt.NDArray[np.int64], float], ...]
+    mass: float
+
+
+class LexicalIndex:
+    """In-memory inverted index over short texts with prefix and typo-tolerant matching."""
+
+    def __init__(self, ids: Sequence[int], texts: Sequence[str], *, params: LexicalParams | None = None) -> None:
+        """Index `texts`, each identified by the matching entry of `ids`."""
+        if len(ids) != len(texts):
+            raise ValueError(f"ids and texts differ in length ({len(ids)} != {len(texts)})")
+        self.params = params or LexicalParams()
+        self._ids = np.asarray(ids, dtype=np.int64)
+        self._position = {int(i): p for p, i in enumerate(self._ids)}
+        if len(self._position) != len(self._ids):
+            raise ValueError("ids must be unique")
+        tokens = [tokenize(t) for t in texts]
+        docs = [sorted(set(words)) for words in tokens]
+        self._build_postings(docs)
+        self._build_length_factors([len(words) for words in tokens])
+        self._build_typo_keys()
+        self._build_duplicate_groups(texts)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    # -- building ---------------------------------------------------------------------------------
+
+    def _build_postings(self, docs: list[list[str]]) -> None:
+        self.vocabulary: list[str] = sorted({w for words in docs for w in words})
+        self._term = {w: t for t, w in enumerate(self.vocabulary)}
+        pairs = [(self._term[w], d) for d, words in enumerate(docs) for w in words]
+        arr = np.array(pairs, dtype=np.int64).reshape(-1, 2)
+        arr = arr[np.lexsort((arr[:, 1], arr[:, 0]))]
+        df = np.bincount(arr[:, 0], minlength=len(self.vocabulary))
+        self._ptr = np.concatenate(([0], np.cumsum(df))).astype(np.int64)
+        self._docs = arr[:, 1].astype(np.int32)
+        self._df = df.astype(np.int64)
+        n = max(len(docs), 1)
+        # Smoothed IDF stays positive even for a word in every text, so every match counts a little.
+        self._idf = np.log1p(n / np.maximum(df, 1)).astype(np.float64)
+        self._unknown_idf = math.log1p(n)
+
+    def _build_length_factors(self, lengths: list[int]) -> None:
+        # BM25's length normalisation for a word seen once (k1 = 1.2), capped at 1 so that scores
+        # stay in [0, 1]: a match in a long text is more likely to be incidental.
+        length = np.maximum(np.asarray(lengths, dtype=np.float64), 1.0)
+        b, k1 = self.params.length_penalty, 1.2
+        relative = length / max(float(length.mean()), 1.0) if length.size else length
+        factor = (k1 + 1) / (k1 * (1 - b + b * relative) + 1)
+        self._length_factor = np.minimum(factor, 1.0).astype(np.float32)
+
+    def _build_typo_keys(self) -> None:
+        # Deletion neighbourhood (SymSpell): two words within one edit share a one-deletion key.
+        keys: dict[str, list[int]] = {}
+        for term, word in enumerate(self.vocabulary):
+            if len(word) >= self.params.typo_min_length - 1:
+                for key in _deletions(word):
+                    keys.setdefault(key, []).append(term)
+        self._typo_keys = keys
+        stems: dict[str, list[int]] = {}
+        for term, word in enumerate(self.vocabulary):
+            stems.setdefault(_stem(word), []).append(term)
+        self._stems = {stem: np.array(terms, dtype=np.int64) for stem, terms in stems.items()}
+
+    def _build_duplicate_groups(self, texts: Sequence[str]) -> None:
+        # Texts equal up to case, accents and punctuation share a group so callers can show one.
+        first: dict[tuple[str, ...], int] = {}
+        self._group = np.array([first.setdefault(tuple(tokenize(t)), p) for p, t in enumerate(texts)], dtype=np.int64)
+
+    # -- querying ---------------------------------------------------------------------------------
+
+    def scores_all(self, query: str) -> npt.NDArray[np.float32]:
+        """Score every indexed text against `query`, in index order, each in [0, 1]."""
+        acc = np.zeros(len(self._ids), dtype=np.float32)
+        mass = 0.0
+        for word in self._query_terms(query):
+            mass += word.mass
+            if len(word.matches) == 1:
+                # Fancy-index `+=` writes each text once even when it is listed twice, so a text
+                # holding several expansions of the word is credited once: a union.
+                terms, credit = word.matches[0]
+                acc[self._postings(terms)] += credit
+            elif word.matches:
+                acc += self._best_credit(word.matches, len(acc))
+        if mass > 0:
+            acc *= self._length_factor / mass
+        return acc
+
+    def scores_for(self, query: str, ids: Sequence[int]) -> npt.NDArray[np.float32]:
+        """Return the score of each of `ids` (0 for ids not indexed) against `query`."""
+        return self.scores_at(self.scores_all(query), ids)
+
+    def scores_at(self, scores: npt.NDArray[np.float32], ids: Sequence[int]) -> npt.NDArray[np.float32]:
+        """Pick the entries of a `scores_all` result for `ids`; unknown ids score 0."""
+        positions = np.array([self._position.get(int(i), -1) for i in ids], dtype=np.int64)
+        out = np.zeros(len(positions), dtype=np.float32)
+        known = positions >= 0
+        out[known] = scores[positions[known]]
+        return out
+
+    def search(self, query: str, *, limit: int) -> list[tuple[int, float]]:
+        """Return up to `limit` (id, score) pairs with a positive score, best first."""
+        return self.top(self.scores_all(query), limit=limit)
+
+    def top(self, scores: npt.NDArray[np.float32], *, limit: int) -> list[tuple[int, float]]:
+        """Return the best `limit` (id, score) pairs of a `scores_all` result, best first."""
+        if limit <= 0 or scores.size == 0:
+            return []
+        # Lexical scores take few distinct values, so tens of thousands of texts can tie, and a
+        # selection algorithm (argpartition) degrades on ties. A histogram of scores rounded up to
+        # 1/_BINS finds the lowest bin that still belongs in the top `limit` in two linear passes.
+        bins = np.clip(np.ceil(scores * _BINS), 0, _BINS).astype(np.int32)
+        counts = np.bincount(bins, minlength=_BINS + 1)[1:]
+        above = np.cumsum(counts[::-1])
+        cut = _BINS - int(np.searchsorted(above, limit)) if above[-1] > limit else 1
+        hits = np.flatnonzero(bins >= cut)
+        if hits.size > limit:
+            # Within the last bin, earlier texts win: rounding ties are broken by index order.
+            clear = hits[bins[hits] > cut]
+            hits = np.concatenate((clear, hits[bins[hits] == cut][: limit - clear.size]))
+        # Stable sort on (-score, position) keeps exact ties in index order: repeatable results.
+        hits = hits[np.lexsort((hits, -scores[hits]))]
+        return [(int(self._ids[p]), float(scores[p])) for p in hits]
+
+    def duplicate_group(self, ids: Sequence[int]) -> npt.NDArray[np.int64]:
+        """Return a key per id that is equal for texts with the same words (-1 if not indexed)."""
+        positions = np.array([self._position.get(int(i), -1) for i in ids], dtype=np.int64)
+        return np.where(positions >= 0, self._group[positions], -1 - np.arange(len(positions)))
+
+    # -- internals --------------------------------------------------------------------------------
+
+    def _best_credit(
+        self, matches: tuple[tuple[npt.NDArray[np.int64], float], ...], size: int
+    ) -> npt.NDArray[np.float32]:
+        # Readings are written weakest first (matches are ordered so), so a text holding both
+        # an inflection and the exact word keeps the exact word's credit.
+        credit = np.zeros(size, dtype=np.float32)
+        for terms, weight in matches:
+            credit[self._postings(terms)] = weight
+        return credit
+
+    def _postings(self, terms: npt.NDArray[np.int64]) -> npt.NDArray[np.int32]:
+        if terms.size == 1:
+            t = int(terms[0])
+            return self._docs[self._ptr[t] : self._ptr[t + 1]]
+        return np.concatenate([self._docs[self._ptr[t] : self._ptr[t + 1]] for t in terms])
+
+    def _query_terms(self, query: str) -> Iterator[_Word]:
+        """Yield how each distinct query word matches the vocabulary."""
+        tokens = tokenize(query)
+        partial = tokens.pop() if tokens and last_word_is_partial(query) else None
+        for token in dict.fromkeys(tokens):
+            yield self._whole_word(token)
+        if partial is not None:
+            yield self._prefix(partial)
+
+    def _whole_word(self, token: str) -> _Word:
+        term = self._term.get(token)
+        family = self._stems.get(_stem(token), _NO_TERMS)
+        inflection = self.params.inflection_weight
+        if term is not None:
+            idf = float(self._idf[term])
+            exact = (np.array([term], dtype=np.int64), idf)
+            others = family[family != term] if inflection > 0 else _NO_TERMS
+            return _Word(((others, idf * inflection), exact) if others.size else (exact,), idf)
+        if family.size and inflection > 0:
+            # An unseen inflection of a known word ("protecting" when only "protect" occurs).
+            return self._reading(family, inflection)
+        near = self._typo_neighbours(token)
+        if near.size and self.params.typo_weight > 0:
+            return self._reading(near, self.params.typo_weight)
+        return _Word((), self._unknown_idf * self.params.unknown_weight)
+
+    def _reading(self, terms: npt.NDArray[np.int64], weight: float) -> _Word:
+        # Weigh an uncertain reading by its most common word, the likeliest one meant.
+        idf = float(self._idf[terms[np.argmax(self._df[terms])]])
+        return _Word(((terms, idf * weight),), idf)
+
+    def _prefix(self, prefix: str) -> _Word:
+        lo = bisect.bisect_left(self.vocabulary, prefix)
+        hi = bisect.bisect_left(self.vocabulary, prefix + "\U0010ffff", lo)
+        scale = self.params.prefix_weight
+        if lo == hi:
+            # Nothing begins this way: it may be a typo of a finished word, or not a word at all.
+            word = self._whole_word(prefix)
+            return _Word(tuple((t, c * scale) for t, c in word.matches), word.mass * scale)
+        terms = np.arange(lo, hi, dtype=np.int64)
+        if terms.size > self.params.max_expansions:
+            cap = self.params.max_expansions
+            terms = terms[np.argpartition(-self._df[terms], cap - 1)[:cap]]
+        # One IDF for the whole prefix, from how many texts contain any completion (bounded by the
+        # corpus size): every completion is an equally valid reading of what is typed so far.
+        df = min(int(self._df[terms].sum()), len(self._ids))
+        idf = math.log1p(len(self._ids) / max(df, 1)) * scale
+        return _Word(((terms, idf),), idf)
+
+    def _typo_neighbours(self, token: str) -> npt.NDArray[np.int64]:
+        if len(token) < self.params.typo_min_length:
+            return np.empty(0, dtype=np.int64)
+        found = {t for key in _deletions(token) for t in self._typo_keys.get(key, ())}
+        return np.array(sorted(found), dtype=np.int64)
+
+
+def _stem(word: str) -> str:
+    """Strip one common English inflection so "masks", "tested", "testing" meet their base form."""
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 4 and word.endswith(("sses", "xes", "zes", "ches", "shes")):
+        word = word[:-2]
+    else:
+        for suffix in ("ing", "ed", "s"):
+            # "virus", "lens", "tennis", "class" are not plurals.
+            if suffix == "s" and word.endswith(("ss", "us", "is")):
+                break
+            if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+                word = word[: -len(suffix)]
+                break
+    # A final "e" comes and goes with the suffix ("make", "making"): drop it on both sides.
+    return word[:-1] if word.endswith("e") and len(word) > 3 else word
+
+
+def _deletions(word: str) -> set[str]:
+    """The word itself and every string made by deleting one of its characters."""
+    return {word} | {word[:i] + word[i + 1 :] for i in range(len(word))}

@@ -1,0 +1,123 @@
+"""Blend semantic similarity with prefix-aware lexical matching into one comparable score.
+
+The vector index finds texts that mean the same as a finished query; the lexical index finds texts
+containing the words typed so far, including the one still being typed. Each candidate from either
+source gets both scores, blended linearly so the result stays in [0, 1] and one threshold
+(`RankingParams.min_score`) can say "no good suggestion" for every query alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from embeddings.lexical import LexicalIndex, last_word_is_partial, tokenize
+
+
+@dataclass(frozen=True)
+class RankingParams:
+    """Every tunable of the hybrid ranking; defaults were tuned on dev splits only."""
+
+    # How many nearest neighbours the caller fetches from the vector index.
+    semantic_candidates: int = 50
+    # How many best lexical matches join them (their cosine comes from `similarity`).
+    lexical_candidates: int = 10
+    # Share of the lexical score in the blend while the last word is unfinished: the embedding
+    # of a half word is unreliable, the prefix match is not.
+    lexical_weight_partial: float = 0.3
+    # Share once the query ends with a space or punctuation: the embedding is now trustworthy.
+    lexical_weight_complete: float = 0.3
+    # Below this many typed words the query says too little for either signal alone; the lexical
+    # share moves by `short_query_shift` (positive: more lexical) per missing word.
+    short_query_words: int = 5
+    short_query_shift: float = 0.1
+    # Blended score under which a candidate is not worth showing: gibberish and off-topic input
+    # then yields no suggestions instead of the least bad random ones.
+    min_score: float = 0.175
+
+
+DEFAULT = RankingParams()
+
+Similarity = Callable[[Sequence[int]], npt.NDArray[np.floating]]
+
+
+def lexical_weight(query: str, params: RankingParams = DEFAULT) -> float:
+    """Return the lexical share of the blend for `query`, clipped to [0, 1]."""
+    partial = last_word_is_partial(query)
+    weight = params.lexical_weight_partial if partial else params.lexical_weight_complete
+    missing = max(0, params.short_query_words - len(tokenize(query)))
+    return min(1.0, max(0.0, weight + missing * params.short_query_shift))
+
+
+def hybrid_rank(
+    query: str,
+    *,
+    semantic: Sequence[tuple[int, float]],
+    similarity: Similarity,
+    lexical: LexicalIndex,
+    k: int,
+    params: RankingParams = DEFAULT,
+) -> list[tuple[int, float]]:
+    """Return the top `k` (id, blended score) for `query`, best first, above `params.min_score`.
+
+    `semantic` holds the vector index's nearest (id, cosine) pairs; `similarity(ids)` returns the
+    query's cosine with any corpus ids, so lexical-only candidates are scored on both signals.
+    """
+    lexical_all = lexical.scores_all(query)
+    ids = [i for i, _ in semantic]
+    cosines = [c for _, c in semantic]
+    seen = set(ids)
+    extra = [i for i, _ in lexical.top(lexical_all, limit=params.lexical_candidates) if i not in seen]
+    if extra:
+        ids += extra
+        cosines += [float(c) for c in np.asarray(similarity(extra)).ravel()]
+    if not ids:
+        return []
+    weight = lexical_weight(query, params)
+    # Cosines below zero mean "unrelated" just as zero does; clipping keeps the blend in [0, 1].
+    cos = np.clip(np.asarray(cosines, dtype=np.float32), 0.0, 1.0)
+    blended = (1.0 - weight) * cos + weight * lexical.scores_at(lexical_all, ids)
+    return _top_distinct(ids, blended, lexical=lexical, k=k, min_score=params.min_score)
+
+
+def semantic_rank(
+    semantic: Sequence[tuple[int, float]], *, k: int, lexical: LexicalIndex | None = None
+) -> list[tuple[int, float]]:
+    """Return the top `k` (id, cosine) by cosine alone, with no cut-off: the baseline.
+
+    With `lexical`, texts with the same words are shown once, as `hybrid_rank` does.
+    """
+    if not semantic:
+        return []
+    ids = [i for i, _ in semantic]
+    scores = np.asarray([c for _, c in semantic], dtype=np.float64)
+    if lexical is None:
+        order = np.lexsort((np.arange(len(ids)), -scores))[:k]
+        return [(ids[p], float(scores[p])) for p in order]
+    return _top_distinct(ids, scores, lexical=lexical, k=k, min_score=-np.inf)
+
+
+def _top_distinct(
+    ids: Sequence[int],
+    scores: npt.NDArray[np.floating],
+    *,
+    lexical: LexicalIndex,
+    k: int,
+    min_score: float,
+) -> list[tuple[int, float]]:
+    # Ties keep candidate order (semantic first), so the same input always ranks the same way.
+    order = np.lexsort((np.arange(len(ids)), -scores))
+    groups = lexical.duplicate_group([ids[p] for p in order])
+    out: list[tuple[int, float]] = []
+    shown: set[int] = set()
+    for p, group in zip(order, groups.tolist(), strict=True):
+        if len(out) == k or scores[p] < min_score:
+            break
+        # Corpora repeat question texts (templated FAQs); a repeat adds nothing for the user.
+        if group not in shown:
+            shown.add(group)
+            out.append((ids[p], float(scores[p])))
+    return out

@@ -1,0 +1,154 @@
+"""Tests for embeddings.lexical: normalisation, prefix and whole-word matching, typos, scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from embeddings.lexical import (
+    LexicalIndex,
+    LexicalParams,
+    last_word_is_partial,
+    normalize_text,
+    tokenize,
+)
+
+TEXTS = {
+    1: "How do I wear a face mask?",
+    2: "Can pets catch COVID-19?",
+    3: "Is the Café open on Sundays?",
+    4: "How does the coronavirus spread?",
+    5: "How long does the virus survive on surfaces?",
+    6: "Should I disinfect my groceries?",
+    7: "how do i wear a FACE mask",
+}
+
+
+@pytest.fixture(scope="module")
+def index() -> LexicalIndex:
+    return LexicalIndex(list(TEXTS), list(TEXTS.values()))
+
+
+def ids_of(results: list[tuple[int, float]]) -> list[int]:
+    return [i for i, _ in results]
+
+
+def test_normalize_folds_case_accents_and_compatibility_forms() -> None:
+    assert normalize_text("Café ÉTÉ ﬁle Straße") == "cafe ete file strasse"
+
+
+def test_tokenize_splits_on_punctuation_and_underscores() -> None:
+    assert tokenize("COVID-19? face_mask, naïve!") == ["covid", "19", "face", "mask", "naive"]
+
+
+@pytest.mark.parametrize(
+    ("query", "partial"),
+    [("how do", True), ("how do ", False), ("covid?", False), ("", False), ("é", True)],
+)
+def test_last_word_is_partial(query: str, partial: bool) -> None:
+    assert last_word_is_partial(query) is partial
+
+
+def test_unfinished_last_word_matches_words_it_begins(index: LexicalIndex) -> None:
+    assert ids_of(index.search("coronav", limit=3)) == [4]
+    assert set(ids_of(index.search("sur", limit=5))) == {5}
+
+
+def test_earlier_words_match_whole_words_only(index: LexicalIndex) -> None:
+    # "coronav" followed by a space is a finished word that is no word of the corpus.
+    assert index.search("coronav ", limit=3) == []
+    assert ids_of(index.search("pets catch", limit=3)) == [2]
+
+
+def test_finished_query_matches_whole_words(index: LexicalIndex) -> None:
+    assert index.search("surf?", limit=3) == []
+
+
+def test_accents_and_case_do_not_matter(index: LexicalIndex) -> None:
+    assert ids_of(index.search("CAFE", limit=3)) == [3]
+    assert ids_of(index.search("sundáys", limit=3)) == [3]
+
+
+def test_typo_in_a_long_word_still_matches_with_less_credit(index: LexicalIndex) -> None:
+    [(doc, score)] = index.search("disinfcet groceries", limit=3)
+    assert doc == 6
+    assert 0.5 < score < 1.0
+
+
+def test_short_words_get_no_typo_tolerance(index: LexicalIndex) -> None:
+    assert index.search("pats ", limit=3) == []
+
+
+def test_typo_tolerance_can_be_switched_off() -> None:
+    strict = LexicalIndex([1], ["disinfect groceries"], params=LexicalParams(typo_weight=0.0))
+    assert strict.search("disinfcet ", limit=3) == []
+
+
+def test_scores_are_normalised_per_query(index: LexicalIndex) -> None:
+    scores = index.scores_all("how does the virus spread around")
+    assert scores.dtype == np.float32
+    assert ((scores >= 0) & (scores <= 1)).all()
+    assert index.search("how does the coronavirus spread?", limit=1)[0][1] == pytest.approx(1.0)
+
+
+def test_unknown_words_lower_the_score(index: LexicalIndex) -> None:
+    known = index.scores_for("pets catch", [2])[0]
+    diluted = index.scores_for("pets catch zyxwv", [2])[0]
+    assert 0 < diluted < known
+
+
+def test_gibberish_matches_nothing(index: LexicalIndex) -> None:
+    assert index.search("qwzx plmk", limit=5) == []
+    assert not index.scores_all("qwzx plmk").any()
+
+
+def test_scores_for_returns_zero_for_unknown_ids(index: LexicalIndex) -> None:
+    scores = index.scores_for("face mask", [1, 99, 3])
+    assert scores[0] == pytest.approx(1.0)
+    assert scores[1] == 0.0
+    assert scores[2] == 0.0
+
+
+def test_search_orders_best_first_and_breaks_ties_by_index_order(index: LexicalIndex) -> None:
+    results = index.search("how do i wear a face mask", limit=10)
+    assert ids_of(results)[:2] == [1, 7]
+    assert [s for _, s in results] == sorted((s for _, s in results), reverse=True)
+
+
+def test_search_respects_limit(index: LexicalIndex) -> None:
+    assert len(index.search("how", limit=2)) == 2
+    assert index.search("how", limit=0) == []
+
+
+@pytest.mark.parametrize("limit", [1, 3, 7, 50])
+def test_top_agrees_with_a_full_sort_despite_ties(limit: int) -> None:
+    texts = [" ".join(["alpha"] * (n % 2) + ["beta"] * (n % 3 > 0) + [f"w{n % 5}"]) for n in range(60)]
+    index = LexicalIndex(range(60), texts)
+    scores = index.scores_all("alpha beta w1")
+    expected = sorted(((i, float(s)) for i, s in enumerate(scores) if s > 0), key=lambda p: -p[1])
+    assert index.top(scores, limit=limit) == expected[:limit]
+
+
+def test_short_prefix_expansion_is_capped() -> None:
+    texts = [f"word{n:03d}" for n in range(200)]
+    capped = LexicalIndex(range(200), texts, params=LexicalParams(max_expansions=10))
+    assert len(capped.search("w", limit=500)) == 10
+
+
+def test_duplicate_texts_share_a_group(index: LexicalIndex) -> None:
+    groups = index.duplicate_group([1, 7, 2, 42])
+    assert groups[0] == groups[1]
+    assert len(set(groups.tolist())) == 3
+
+
+def test_mismatched_or_duplicate_ids_are_rejected() -> None:
+    with pytest.raises(ValueError, match="differ in length"):
+        LexicalIndex([1, 2], ["a"])
+    with pytest.raises(ValueError, match="unique"):
+        LexicalIndex([1, 1], ["a", "b"])
+
+
+def test_empty_index_and_empty_query() -> None:
+    empty = LexicalIndex([], [])
+    assert empty.search("anything", limit=5) == []
+    assert LexicalIndex([1], ["hello"]).search("", limit=5) == []

@@ -1,0 +1,123 @@
+"""Tests for embeddings.ranking with hand-made unit vectors: no encoder needed."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from embeddings.lexical import LexicalIndex
+from embeddings.ranking import (
+    DEFAULT,
+    RankingParams,
+    hybrid_rank,
+    lexical_weight,
+    semantic_rank,
+)
+
+TEXTS = {
+    10: "How do I protect myself from the coronavirus?",
+    11: "Can my dog catch the virus?",
+    12: "Where can I get tested?",
+    13: "How long is the incubation period?",
+    14: "Can my dog catch the virus",
+}
+# Corpus vectors on orthogonal axes (14 duplicates 11; the fifth axis is "off-topic"): cosine is
+# then just a coordinate of the query vector.
+VECTORS = {i: np.eye(5, dtype=np.float32)[min(n, 3)] for n, i in enumerate(TEXTS)}
+VECTORS[14] = VECTORS[11]
+
+
+@pytest.fixture(scope="module")
+def lexical() -> LexicalIndex:
+    return LexicalIndex(list(TEXTS), list(TEXTS.values()))
+
+
+def searcher(query_vector: Sequence[float]) -> tuple[list[tuple[int, float]], object]:
+    """Mimic a vector index: (all ids by cosine, a similarity callable) for a query vector."""
+    q = np.asarray(query_vector, dtype=np.float32)
+    q /= np.linalg.norm(q)
+
+    def similarity(ids: Sequence[int]) -> npt.NDArray[np.float32]:
+        return np.array([VECTORS[i] @ q for i in ids], dtype=np.float32)
+
+    ranked = sorted(((i, float(v @ q)) for i, v in VECTORS.items()), key=lambda p: -p[1])
+    return ranked, similarity
+
+
+def rank(query: str, vector: Sequence[float], lexical: LexicalIndex, **overrides: float) -> list[tuple[int, float]]:
+    semantic, similarity = searcher(vector)
+    params = replace(DEFAULT, **overrides)
+    return hybrid_rank(
+        query,
+        semantic=semantic[: params.semantic_candidates],
+        similarity=similarity,  # type: ignore[arg-type]
+        lexical=lexical,
+        k=3,
+        params=params,
+    )
+
+
+def test_lexical_prefix_match_beats_weak_semantic_match(lexical: LexicalIndex) -> None:
+    # The half-typed "incub" embeds closer to item 12, but only item 13 has a word it begins.
+    ranked = rank("incub", [0.2, 0.1, 0.55, 0.45, 0.0], lexical, min_score=0.0)
+    assert ranked[0][0] == 13
+
+
+def test_lexical_only_candidates_are_scored_semantically(lexical: LexicalIndex) -> None:
+    # Only one semantic candidate is fetched; item 13 joins through the lexical index.
+    ranked = rank("incubation period", [0.1, 0.1, 0.9, 0.4, 0.0], lexical, semantic_candidates=1)
+    assert {i for i, _ in ranked} >= {12, 13}
+
+
+def test_scores_stay_in_unit_range(lexical: LexicalIndex) -> None:
+    for query in ("how", "can my dog catch the virus?", "where", "zz"):
+        for _, score in rank(query, [1.0, -0.5, 0.2, 0.1, 0.0], lexical, min_score=0.0):
+            assert 0.0 <= score <= 1.0
+
+
+def test_cut_off_drops_gibberish(lexical: LexicalIndex) -> None:
+    # Gibberish: no word matches and the embedding is close to nothing in the corpus.
+    assert rank("xqzv wpmt", [0.1, 0.1, 0.1, 0.1, 1.0], lexical, min_score=0.3) == []
+
+
+def test_cut_off_keeps_answerable_queries(lexical: LexicalIndex) -> None:
+    ranked = rank("where can I get tes", [0.1, 0.1, 0.95, 0.1, 0.0], lexical, min_score=0.3)
+    assert ranked[0][0] == 12
+
+
+def test_identical_texts_are_shown_once(lexical: LexicalIndex) -> None:
+    ranked = rank("can my dog catch", [0.0, 1.0, 0.0, 0.0, 0.0], lexical)
+    assert [i for i, _ in ranked].count(11) + [i for i, _ in ranked].count(14) == 1
+
+
+def test_ordering_is_best_first_and_stable(lexical: LexicalIndex) -> None:
+    first = rank("how", [0.5, 0.5, 0.5, 0.5, 0.0], lexical, min_score=0.0)
+    assert first == rank("how", [0.5, 0.5, 0.5, 0.5, 0.0], lexical, min_score=0.0)
+    assert [s for _, s in first] == sorted((s for _, s in first), reverse=True)
+
+
+def test_no_candidates_returns_nothing(lexical: LexicalIndex) -> None:
+    assert hybrid_rank("zz", semantic=[], similarity=lambda ids: np.zeros(len(ids)), lexical=lexical, k=5) == []
+
+
+def test_lexical_weight_depends_on_unfinished_word() -> None:
+    params = RankingParams(lexical_weight_partial=0.6, lexical_weight_complete=0.2, short_query_words=0)
+    assert lexical_weight("how do I prot", params) == pytest.approx(0.6)
+    assert lexical_weight("how do I protect ", params) == pytest.approx(0.2)
+
+
+def test_lexical_weight_shifts_for_short_queries_and_stays_in_range() -> None:
+    params = RankingParams(lexical_weight_partial=0.5, short_query_words=3, short_query_shift=0.4)
+    assert lexical_weight("how do I prot", params) == pytest.approx(0.5)
+    assert lexical_weight("pro", params) == pytest.approx(1.0)
+
+
+def test_semantic_rank_is_plain_cosine_without_cut_off(lexical: LexicalIndex) -> None:
+    semantic = [(12, 0.05), (10, 0.9), (11, 0.4), (14, 0.4)]
+    assert semantic_rank(semantic, k=2) == [(10, 0.9), (11, 0.4)]
+    assert [i for i, _ in semantic_rank(semantic, k=5, lexical=lexical)] == [10, 11, 12]
+    assert semantic_rank([], k=3) == []
