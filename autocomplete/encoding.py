@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -18,13 +19,23 @@ logger = logging.getLogger(__name__)
 @functools.cache
 def encoder_registry() -> EncoderRegistry:
     """One registry per process, so each model loads once."""
-    specs = specs_from_settings(settings.AUTOCOMPLETE_ENCODERS)
-    return EncoderRegistry(specs, allow_download=settings.AUTOCOMPLETE_ALLOW_DOWNLOAD)
+    specs = specs_from_settings(
+        settings.AUTOCOMPLETE_ENCODERS, default_backend=settings.AUTOCOMPLETE_ENCODER_BACKEND
+    )
+    return EncoderRegistry(
+        specs,
+        allow_download=settings.AUTOCOMPLETE_ALLOW_DOWNLOAD,
+        onnx_dir=Path(settings.AUTOCOMPLETE_ONNX_DIR),
+        threads=settings.AUTOCOMPLETE_ENCODER_THREADS,
+    )
+
+
+_REGISTRY_SETTINGS = {"AUTOCOMPLETE_ALLOW_DOWNLOAD", "AUTOCOMPLETE_ONNX_DIR"}
 
 
 @receiver(setting_changed)
 def _reset_registry(*, setting: str, **kwargs: Any) -> None:
-    if setting.startswith("AUTOCOMPLETE_ENCODERS") or setting == "AUTOCOMPLETE_ALLOW_DOWNLOAD":
+    if setting.startswith("AUTOCOMPLETE_ENCODER") or setting in _REGISTRY_SETTINGS:
         encoder_registry.cache_clear()
 
 

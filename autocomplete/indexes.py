@@ -47,11 +47,16 @@ def hnsw_options() -> HNSWOptions:
 # --- embeddings ------------------------------------------------------------------------------
 
 
+def embedding_key(encoder: Encoder) -> str:
+    """Stored vectors are reused only from the same encoder run by the same backend."""
+    return f"{encoder.spec.key}:{encoder.backend_label}"
+
+
 def embed_texts(
     encoder: Encoder, texts: Sequence[str], *, progress: Progress | None = None
 ) -> np.ndarray:
     """Vectors for `texts`, reusing stored ones (by encoder + text hash) and storing new ones."""
-    key = encoder.spec.key
+    key = embedding_key(encoder)
     hashes = [text_sha256(text) for text in texts]
     known: dict[str, bytes] = {}
     unique_hashes = list(dict.fromkeys(hashes))

@@ -114,6 +114,13 @@ AUTOCOMPLETE_ENCODERS: dict[str, dict[str, object]] = {
     "minilm": {},
 }
 AUTOCOMPLETE_ALLOW_DOWNLOAD = _env_bool("AUTOCOMPLETE_ALLOW_DOWNLOAD", False)
+# How encoders run: "onnx-int8" (ONNX Runtime, int8 weights: the fast serving path), "onnx" (fp32)
+# or "torch" (sentence-transformers). ONNX files are exported offline from the same weights, once,
+# into AUTOCOMPLETE_ONNX_DIR. A per-encoder "BACKEND" in AUTOCOMPLETE_ENCODERS overrides this.
+AUTOCOMPLETE_ENCODER_BACKEND = os.environ.get("AUTOCOMPLETE_ENCODER_BACKEND", "onnx-int8")
+AUTOCOMPLETE_ONNX_DIR = Path(os.environ.get("AUTOCOMPLETE_ONNX_DIR", VAR_DIR / "onnx"))
+# Threads per encoder call: 0 = all cores (ingest); serving workers set 1 (workers x threads <= cores).
+AUTOCOMPLETE_ENCODER_THREADS = int(os.environ.get("AUTOCOMPLETE_ENCODER_THREADS", "0"))
 AUTOCOMPLETE_DEFAULT_ENCODER = os.environ.get("AUTOCOMPLETE_DEFAULT_ENCODER", "ivysaur")
 # Used openly (warning logged, encoder named in the page and JSON) when the default cannot load.
 AUTOCOMPLETE_FALLBACK_ENCODER: str | None = os.environ.get("AUTOCOMPLETE_FALLBACK_ENCODER", "minilm") or None
