@@ -25,11 +25,17 @@ migrate: setup
 
 demo-data: migrate
 	$(BIN)/python manage.py ingest fixtures/demo_faq.csv --corpus $(DEMO_CORPUS) --name "Help centre"
+	$(BIN)/python manage.py export_onnx
 
 # Sets everything up on a fresh machine and serves the demo corpus on http://$(HOST):$(PORT).
 demo: demo-data
 	@echo "Serving http://$(HOST):$(PORT)/  (admin: $(BIN)/python manage.py createsuperuser)"
-	$(BIN)/gunicorn config.wsgi --bind $(HOST):$(PORT) --workers 2 --threads 2 --timeout 120
+	HOST=$(HOST) PORT=$(PORT) $(BIN)/gunicorn -c config/gunicorn.py config.wsgi
+
+# Production serving: gunicorn with measured settings (config/gunicorn.py), models warmed per worker.
+serve: migrate
+	$(BIN)/python manage.py export_onnx
+	HOST=$(HOST) PORT=$(PORT) $(BIN)/gunicorn -c config/gunicorn.py config.wsgi
 
 chromium:
 	@if ! command -v chromium >/dev/null 2>&1; then \

@@ -6,6 +6,7 @@ so answering a keystroke touches neither the disk nor the database.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections import OrderedDict
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from django.conf import settings
+from django.core.cache import caches
 
 from embeddings.encoders import Encoder, EncoderError, EncoderSpec
 from embeddings.index import IndexFileError, IndexMismatchError, VectorIndex
@@ -131,7 +133,24 @@ def encode_queries(encoder: Encoder, texts: Sequence[str]) -> np.ndarray:
 
 
 def embed_query(encoder: Encoder, query: str) -> np.ndarray:
-    return encoder.encode([query])[0]
+    """One query's vector, from the query-embedding cache when someone typed it before.
+
+    Backspacing and many visitors typing the same opening words make prefixes repeat; the cache
+    is Django's cache API (in-process by default, Redis or memcached when configured), so
+    replicas can share it.
+    """
+    alias = settings.AUTOCOMPLETE_QUERY_CACHE
+    if not alias:
+        return encoder.encode([query])[0]
+    cache = caches[alias]
+    digest = hashlib.blake2b(query.encode(), digest_size=16).hexdigest()
+    key = f"qv:{encoder.spec.key}:{encoder.backend_label}:{digest}"
+    cached = cache.get(key)
+    if cached is not None:
+        return np.frombuffer(cached, dtype=np.float32)
+    vector = encoder.encode([query])[0]
+    cache.set(key, vector.tobytes())
+    return vector
 
 
 # --- live corpora ----------------------------------------------------------------------------

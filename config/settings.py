@@ -94,6 +94,17 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    # Query vectors by encoder + text; 50,000 entries of 1.5 KB is about 75 MB per process.
+    "query-embeddings": {
+        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+        "LOCATION": "query-embeddings",
+        "TIMEOUT": 24 * 3600,
+        "OPTIONS": {"MAX_ENTRIES": 50_000, "CULL_FREQUENCY": 10},
+    },
+}
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -134,6 +145,8 @@ AUTOCOMPLETE_HNSW = {"M": 32, "EF_CONSTRUCTION": 200, "EF_SEARCH": 128}
 # How often a serving process re-reads which index build is live (hot swap across replicas).
 AUTOCOMPLETE_CATALOG_TTL_SECONDS = float(os.environ.get("AUTOCOMPLETE_CATALOG_TTL_SECONDS", "2"))
 AUTOCOMPLETE_EMBED_BATCH_SIZE = 64
+# Cache alias for query vectors ("" turns the cache off).
+AUTOCOMPLETE_QUERY_CACHE = os.environ.get("AUTOCOMPLETE_QUERY_CACHE", "query-embeddings")
 AUTOCOMPLETE_MAX_QUERY_LENGTH = 200
 AUTOCOMPLETE_MAX_K = 20
 AUTOCOMPLETE_DEFAULT_K = 5

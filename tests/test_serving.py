@@ -1,0 +1,68 @@
+"""The serving path: query-embedding cache, warm-up before traffic, ONNX export ahead of serving."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from django.core.management import call_command
+
+from autocomplete import search
+from autocomplete.models import Corpus
+from autocomplete.warmup import warm_up
+from embeddings.encoders import Encoder
+
+pytestmark = pytest.mark.django_db
+
+
+def counting(encoder: Encoder, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    calls: list[list[str]] = []
+    original = encoder.encode
+
+    def spy(texts, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(list(texts))
+        return original(texts, **kwargs)
+
+    monkeypatch.setattr(encoder, "encode", spy)
+    return calls
+
+
+def test_repeated_prefixes_come_from_the_cache(minilm: Encoder, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = counting(minilm, monkeypatch)
+    first = search.embed_query(minilm, "how do I cancel my subscr")
+    second = search.embed_query(minilm, "how do I cancel my subscr")
+    assert calls == [["how do I cancel my subscr"]]
+    np.testing.assert_array_equal(first, second)
+    assert second.dtype == np.float32 and second.shape == (384,)
+
+
+def test_cache_can_be_turned_off(minilm: Encoder, monkeypatch: pytest.MonkeyPatch, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.AUTOCOMPLETE_QUERY_CACHE = ""
+    calls = counting(minilm, monkeypatch)
+    search.embed_query(minilm, "refund policy")
+    search.embed_query(minilm, "refund policy")
+    assert len(calls) == 2
+
+
+def test_warm_up_loads_every_live_index_before_traffic(small_corpus: Corpus) -> None:
+    search._spaces.clear()
+    assert warm_up() >= 0
+    build = small_corpus.index_builds.get(is_active=True)
+    assert build.pk in search._spaces
+    assert len(search._spaces[build.pk]) == 10
+
+
+def test_warm_up_survives_a_broken_corpus(small_corpus: Corpus, caplog: pytest.LogCaptureFixture) -> None:
+    from autocomplete import indexes
+
+    build = small_corpus.index_builds.get(is_active=True)
+    (indexes.index_dir() / build.file_name).unlink()
+    warm_up()
+    assert "Warm-up of small/minilm failed" in caplog.text
+
+
+def test_export_onnx_command_prepares_live_encoders(small_corpus: Corpus) -> None:
+    out = io.StringIO()
+    call_command("export_onnx", stdout=out)
+    assert out.getvalue().startswith("minilm: onnx-int8 ready in")
