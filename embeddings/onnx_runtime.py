@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 import warnings
@@ -145,7 +146,10 @@ def export_onnx(model_dir: Path, out_dir: Path, *, quantize: bool = True) -> Pat
     try:
         # mkdtemp makes the dir 0700; web workers may run as another user and must read the export.
         staging.chmod(0o755)
-        manifest = _build_export(model_dir, staging, quantize=quantize)
+        # The torch exporter prints its progress on stdout, which belongs to the caller (for
+        # example `evaluate --json`); send it to stderr with the other logs.
+        with contextlib.redirect_stdout(sys.stderr):
+            manifest = _build_export(model_dir, staging, quantize=quantize)
         manifest["fingerprint"] = fingerprint
         # Written last: a manifest in a directory means everything beside it is complete.
         _write_json(staging / MANIFEST_FILENAME, manifest)
