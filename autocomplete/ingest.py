@@ -9,6 +9,7 @@ transaction: a failure or a kill at any point leaves the previous pairs and inde
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -46,14 +47,22 @@ class Plan:
 @dataclass
 class IngestReport:
     corpus: str
-    encoder: str
+    encoders: list[str]
     format: str
     added: int
     updated: int
     unchanged: int
     removed: int
     rejected: list[Rejection]
-    index_build: IndexBuild | None  # None when nothing changed and the live index stands
+    index_builds: list[IndexBuild]  # empty when nothing changed and the live indexes stand
+
+    @property
+    def encoder(self) -> str:
+        return self.encoders[0]
+
+    @property
+    def index_build(self) -> IndexBuild | None:
+        return self.index_builds[0] if self.index_builds else None
 
     def summary(self) -> str:
         return (
@@ -64,8 +73,9 @@ class IngestReport:
 
 def plan_ingest(corpus: Corpus, parsed: ParsedFile, *, mode: Mode = "merge") -> Plan:
     """Compare the file with the corpus: rows match by id when given, else by question."""
-    existing = list(QAPair.objects.filter(corpus=corpus).values("id", "external_id",
-                                                                "normalised_question", *_COMPARED))
+    # A corpus not saved yet (created by this ingest) has no pairs to compare with.
+    pairs = QAPair.objects.filter(corpus=corpus) if corpus.pk else QAPair.objects.none()
+    existing = list(pairs.values("id", "external_id", "normalised_question", *_COMPARED))
     by_external = {pair["external_id"]: pair for pair in existing if pair["external_id"]}
     by_question = {pair["normalised_question"]: pair for pair in existing}
     plan = Plan(rejected=list(parsed.rejected))
@@ -98,28 +108,53 @@ def ingest_parsed(
     parsed: ParsedFile,
     *,
     encoder_key: str | None = None,
+    encoder_keys: Sequence[str] = (),
     mode: Mode = "merge",
     progress: Progress | None = None,
 ) -> IngestReport:
-    """Apply a parsed file to the corpus and make an index of the result live."""
-    encoder = _encoder(corpus, encoder_key)
+    """Apply a parsed file to the corpus and make an index of the result live for each encoder.
+
+    `corpus` may be unsaved: it is created in the same transaction as its pairs and indexes.
+    """
+    keys = list(encoder_keys) or [encoder_key]  # type: ignore[list-item]
+    encoders = [_encoder(corpus, key) for key in keys]
     plan = plan_ingest(corpus, parsed, mode=mode)
     # Embed before the write transaction so the database is locked only briefly.
-    embed_texts(encoder, [row.question for row in plan.to_add]
-                + [row.question for _, row in plan.to_update], progress=progress)
+    texts = [row.question for row in plan.to_add] + [row.question for _, row in plan.to_update]
+    for position, encoder in enumerate(encoders):
+        embed_texts(encoder, texts, progress=_scaled(progress, position, len(encoders), len(texts)))
+    builds: list[IndexBuild] = []
+    if progress:
+        progress("indexing", 0, 0)
     with transaction.atomic():
+        if corpus.pk is None:
+            corpus.save()
         _apply(corpus, plan)
-        live = IndexBuild.objects.filter(corpus=corpus, encoder=encoder.spec.key, is_active=True)
-        build = None
-        if plan.changes_pairs or not live.exists():
-            build = build_index(corpus, encoder, progress=progress)
+        for position, encoder in enumerate(encoders):
+            live = IndexBuild.objects.filter(corpus=corpus, encoder=encoder.spec.key, is_active=True)
+            if plan.changes_pairs or not live.exists():
+                count = QAPair.objects.filter(corpus=corpus).count()
+                builds.append(build_index(corpus, encoder,
+                                          progress=_scaled(progress, position, len(encoders), count)))
     report = IngestReport(
-        corpus=corpus.slug, encoder=encoder.spec.key, format=parsed.format,
+        corpus=corpus.slug, encoders=[encoder.spec.key for encoder in encoders], format=parsed.format,
         added=len(plan.to_add), updated=len(plan.to_update), unchanged=plan.unchanged,
-        removed=len(plan.to_remove), rejected=plan.rejected, index_build=build,
+        removed=len(plan.to_remove), rejected=plan.rejected, index_builds=builds,
     )
     logger.info("Ingest into %s: %s", corpus.slug, report.summary())
     return report
+
+
+def _scaled(progress: Progress | None, position: int, parts: int, size: int) -> Progress | None:
+    """Report one encoder's share of the work as progress over all encoders."""
+    if progress is None:
+        return None
+    report = progress
+
+    def scaled(stage: str, done: int, total: int) -> None:
+        report(stage, position * size + done, parts * size)
+
+    return scaled
 
 
 def reindex(corpus: Corpus, *, encoder_key: str | None = None,

@@ -121,3 +121,73 @@ class IndexBuild(models.Model):
     def __str__(self) -> str:
         state = "live" if self.is_active else "old"
         return f"{self.corpus.slug}/{self.encoder} #{self.pk} ({state}, {self.vector_count} vectors)"
+
+
+class IngestJob(models.Model):
+    """One upload (or re-index) of a corpus, run in the background, with its progress and report."""
+
+    class Kind(models.TextChoices):
+        UPLOAD = "upload", "Upload"
+        REINDEX = "reindex", "Re-index"
+
+    class Status(models.TextChoices):
+        PREVIEW = "preview", "Awaiting confirmation"
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+        INTERRUPTED = "interrupted", "Interrupted"
+
+    FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.INTERRUPTED)
+
+    kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.UPLOAD)
+    corpus = models.ForeignKey(
+        Corpus, on_delete=models.CASCADE, null=True, blank=True, related_name="jobs",
+        help_text="Empty until a job for a new corpus has created it.",
+    )
+    new_corpus_name = models.CharField(max_length=200, blank=True)
+    new_corpus_slug = models.SlugField(max_length=100, blank=True)
+    mode = models.CharField(max_length=10, default="merge")
+    encoders = models.JSONField(default=list)
+    original_name = models.CharField(max_length=255, blank=True, help_text="Shown only; never used as a path.")
+    stored_file = models.CharField(max_length=100, blank=True, help_text="Random name in AUTOCOMPLETE_UPLOAD_DIR.")
+    file_format = models.CharField(max_length=10, blank=True)
+    preview = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PREVIEW)
+    stage = models.CharField(max_length=50, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    rows_total = models.PositiveIntegerField(default=0)
+    rows_parsed = models.PositiveIntegerField(default=0)
+    embed_total = models.PositiveIntegerField(default=0)
+    rows_embedded = models.PositiveIntegerField(default=0)
+    index_total = models.PositiveIntegerField(default=0)
+    rows_indexed = models.PositiveIntegerField(default=0)
+    report = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    task_id = models.CharField(max_length=64, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    worker_host = models.CharField(max_length=255, blank=True)
+    worker_pid = models.PositiveIntegerField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        "auth.User", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "ingest job"
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} #{self.pk} → {self.corpus_label} ({self.get_status_display()})"
+
+    @property
+    def corpus_label(self) -> str:
+        return self.corpus.slug if self.corpus_id else self.new_corpus_slug  # type: ignore[union-attr]
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED

@@ -34,6 +34,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_htmx",
+    "django_tasks",
+    "django_tasks_db",
     "autocomplete",
 ]
 
@@ -144,14 +146,33 @@ AUTOCOMPLETE_ANN_THRESHOLD = int(os.environ.get("AUTOCOMPLETE_ANN_THRESHOLD", "2
 AUTOCOMPLETE_HNSW = {"M": 32, "EF_CONSTRUCTION": 200, "EF_SEARCH": 128}
 # How often a serving process re-reads which index build is live (hot swap across replicas).
 AUTOCOMPLETE_CATALOG_TTL_SECONDS = float(os.environ.get("AUTOCOMPLETE_CATALOG_TTL_SECONDS", "2"))
-AUTOCOMPLETE_EMBED_BATCH_SIZE = 64
+AUTOCOMPLETE_EMBED_BATCH_SIZE = int(os.environ.get("AUTOCOMPLETE_EMBED_BATCH_SIZE", "64"))
 # Cache alias for query vectors ("" turns the cache off).
 AUTOCOMPLETE_QUERY_CACHE = os.environ.get("AUTOCOMPLETE_QUERY_CACHE", "query-embeddings")
 AUTOCOMPLETE_MAX_QUERY_LENGTH = 200
 AUTOCOMPLETE_MAX_K = 20
 AUTOCOMPLETE_DEFAULT_K = 5
-AUTOCOMPLETE_MAX_QUESTION_LENGTH = 1000
-AUTOCOMPLETE_MAX_ANSWER_LENGTH = 20000
+AUTOCOMPLETE_MAX_QUESTION_LENGTH = int(os.environ.get("AUTOCOMPLETE_MAX_QUESTION_LENGTH", "1000"))
+AUTOCOMPLETE_MAX_ANSWER_LENGTH = int(os.environ.get("AUTOCOMPLETE_MAX_ANSWER_LENGTH", "20000"))
 AUTOCOMPLETE_SERVE_STATIC = _env_bool("AUTOCOMPLETE_SERVE_STATIC", True)
 AUTOCOMPLETE_MAX_UPLOAD_BYTES = int(os.environ.get("AUTOCOMPLETE_MAX_UPLOAD_BYTES", str(50 * 1000 * 1000)))
 AUTOCOMPLETE_MAX_ROWS = int(os.environ.get("AUTOCOMPLETE_MAX_ROWS", "200000"))
+
+# --- Uploads and background jobs -------------------------------------------------------------
+# Ingestion jobs run through Django's tasks API (the django-tasks backport) on its database
+# backend: no extra service; `manage.py db_worker` runs them, on this machine or any other that
+# shares the database (PostgreSQL at scale) and the index directory.
+TASKS = {
+    "default": {
+        "BACKEND": os.environ.get("AUTOCOMPLETE_TASKS_BACKEND", "django_tasks_db.DatabaseBackend"),
+        "QUEUES": ["default"],
+    }
+}
+# Uploaded files wait here, under random names, until their job has run; never served.
+AUTOCOMPLETE_UPLOAD_DIR = Path(os.environ.get("AUTOCOMPLETE_UPLOAD_DIR", VAR_DIR / "uploads"))
+# A running job whose worker has not reported for this long is shown as interrupted.
+AUTOCOMPLETE_JOB_STALE_SECONDS = float(os.environ.get("AUTOCOMPLETE_JOB_STALE_SECONDS", "120"))
+# Seconds a job sleeps after each batch: leaves CPU to serving on a shared machine (0 = none).
+AUTOCOMPLETE_JOB_BATCH_PAUSE_SECONDS = float(os.environ.get("AUTOCOMPLETE_JOB_BATCH_PAUSE_SECONDS", "0"))
+# Unconfirmed previews and their files are dropped after this long.
+AUTOCOMPLETE_PREVIEW_TTL_SECONDS = float(os.environ.get("AUTOCOMPLETE_PREVIEW_TTL_SECONDS", str(24 * 3600)))

@@ -1,0 +1,336 @@
+"""Background ingestion jobs: preview, enqueue, run with progress, cancel, detect interruption, run again.
+
+A job runs through Django's tasks API (`django_tasks`; the database backend in deployment, so
+`manage.py db_worker` on any machine sharing the database runs it). Its work is `ingest.py`'s:
+embeddings first, outside any transaction, then the pair changes and the new live indexes in one
+transaction. A job that fails, is cancelled or is killed therefore leaves the previous pairs and
+live indexes serving, and running it again completes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+from django_tasks import task
+
+from .indexes import remove_orphan_files
+from .ingest import Plan, ingest_parsed, plan_ingest, reindex
+from .models import Corpus, IngestJob
+from .parsing import ParsedFile, parse_qa_file
+from .uploads import delete_upload, read_upload, remove_stale_uploads, store_upload
+
+logger = logging.getLogger(__name__)
+
+Status = IngestJob.Status
+PREVIEW_ROWS = 5
+REPORTED_REJECTIONS = 1000  # a file of 100,000 bad rows would otherwise make a huge report
+PROGRESS_WRITE_SECONDS = 0.5
+
+
+class JobCancelledError(Exception):
+    """Raised between batches when an admin asked for the job to stop."""
+
+
+class JobStateError(ValueError):
+    """The job is not in a state that allows what was asked."""
+
+
+# --- creating jobs -----------------------------------------------------------------------------
+
+
+def create_upload_preview(
+    data: bytes, *, filename: str, corpus: Corpus | None, new_corpus_name: str = "",
+    new_corpus_slug: str = "", mode: str, encoders: list[str], user: Any = None,
+) -> IngestJob:
+    """Parse and plan an upload without touching the corpus; keep the file for the job.
+
+    Raises ParseError for a file refused as a whole, in which case nothing is stored.
+    """
+    parsed = parse_qa_file(data, filename=filename)
+    target = corpus or Corpus(name=new_corpus_name, slug=new_corpus_slug)
+    plan = plan_ingest(target, parsed, mode=mode)  # type: ignore[arg-type]
+    return IngestJob.objects.create(
+        kind=IngestJob.Kind.UPLOAD, corpus=corpus, new_corpus_name=new_corpus_name,
+        new_corpus_slug=new_corpus_slug, mode=mode, encoders=encoders, original_name=filename[:255],
+        stored_file=store_upload(data), file_format=parsed.format, preview=preview_of(parsed, plan),
+        status=Status.PREVIEW, created_by=user if getattr(user, "pk", None) else None,
+    )
+
+
+def preview_of(parsed: ParsedFile, plan: Plan) -> dict[str, Any]:
+    """What the admin confirms: format, column mapping, first rows and the counts of changes."""
+    return {
+        "format": parsed.format,
+        "columns": parsed.columns or {"question": "question (JSON key or alias)",
+                                      "answer": "answer (JSON key or alias)"},
+        "first_rows": [{"line": row.line, "question": row.question, "answer": row.answer[:300]}
+                       for row in parsed.rows[:PREVIEW_ROWS]],
+        "rows": len(parsed.rows),
+        "added": len(plan.to_add),
+        "updated": len(plan.to_update),
+        "unchanged": plan.unchanged,
+        "removed": len(plan.to_remove),
+        "rejected_count": len(plan.rejected),
+        "rejected": _rejections(plan),
+    }
+
+
+def _rejections(plan: Plan) -> list[dict[str, Any]]:
+    return [{"line": r.line, "reason": r.reason} for r in plan.rejected[:REPORTED_REJECTIONS]]
+
+
+def confirm_upload(job: IngestJob) -> IngestJob:
+    """The admin confirmed the preview: queue the job."""
+    if job.status != Status.PREVIEW:
+        raise JobStateError(f"Job {job.pk} is {job.get_status_display().lower()}, not awaiting confirmation.")
+    return _enqueue(job)
+
+
+def discard_preview(job: IngestJob) -> None:
+    """The admin cancelled at the preview: forget the file; nothing was written."""
+    if job.status != Status.PREVIEW:
+        raise JobStateError(f"Job {job.pk} is {job.get_status_display().lower()}, not awaiting confirmation.")
+    delete_upload(job.stored_file)
+    _finish(job, Status.CANCELLED, stored_file="", error="Cancelled at the preview; nothing was written.")
+
+
+def create_reindex_job(corpus: Corpus, *, encoder: str, user: Any = None) -> IngestJob:
+    """Queue a rebuild of the corpus's index for one encoder."""
+    job = IngestJob.objects.create(
+        kind=IngestJob.Kind.REINDEX, corpus=corpus, encoders=[encoder], status=Status.PREVIEW,
+        created_by=user if getattr(user, "pk", None) else None,
+    )
+    return _enqueue(job)
+
+
+def run_again(job: IngestJob) -> IngestJob:
+    """Queue a failed or interrupted job once more; it starts from its stored file."""
+    refresh_liveness(job)
+    if job.status not in (Status.FAILED, Status.INTERRUPTED):
+        raise JobStateError(f"Only failed or interrupted jobs run again; job {job.pk} is {job.status}.")
+    if job.kind == IngestJob.Kind.UPLOAD and not job.stored_file:
+        raise JobStateError(f"The file of job {job.pk} is gone; upload it again.")
+    return _enqueue(job)
+
+
+def request_cancel(job: IngestJob) -> IngestJob:
+    """Stop a queued job now, or ask a running one to stop at its next batch."""
+    refresh_liveness(job)
+    if job.status == Status.QUEUED:
+        # Only if a worker has not claimed it in the meantime.
+        if IngestJob.objects.filter(pk=job.pk, status=Status.QUEUED).update(
+            status=Status.CANCELLED, finished_at=timezone.now(), error="Cancelled before it started."
+        ):
+            delete_upload(job.stored_file)
+            IngestJob.objects.filter(pk=job.pk).update(stored_file="")
+    elif job.status == Status.RUNNING:
+        IngestJob.objects.filter(pk=job.pk).update(cancel_requested=True)
+    else:
+        raise JobStateError(f"Job {job.pk} is {job.get_status_display().lower()}; there is nothing to cancel.")
+    job.refresh_from_db()
+    return job
+
+
+def _enqueue(job: IngestJob) -> IngestJob:
+    IngestJob.objects.filter(pk=job.pk).update(
+        status=Status.QUEUED, stage="queued", cancel_requested=False, error="", report={},
+        rows_parsed=0, rows_total=0, rows_embedded=0, embed_total=0, rows_indexed=0, index_total=0,
+        started_at=None, finished_at=None, worker_pid=None, worker_host="", heartbeat_at=None,
+    )
+    result = run_job.enqueue(job.pk)
+    # With the immediate backend the job has already run; never overwrite what it recorded.
+    IngestJob.objects.filter(pk=job.pk).update(task_id=str(result.id))
+    job.refresh_from_db()
+    return job
+
+
+# --- running jobs ------------------------------------------------------------------------------
+
+
+@task()
+def run_job(job_id: int) -> str:
+    """The task a worker runs: one ingest job, start to finish. Returns the final status."""
+    return execute_job(job_id)
+
+
+def execute_job(job_id: int) -> str:
+    """Run a queued job in this process, recording progress, outcome and report on the job."""
+    claimed = IngestJob.objects.filter(pk=job_id, status=Status.QUEUED).update(
+        status=Status.RUNNING, stage="starting", started_at=timezone.now(), heartbeat_at=timezone.now(),
+        worker_host=socket.gethostname()[:255], worker_pid=os.getpid(),
+    )
+    if not claimed:  # cancelled while queued, or already run by another worker
+        return IngestJob.objects.get(pk=job_id).status
+    job = IngestJob.objects.get(pk=job_id)
+    IngestJob.objects.filter(pk=job_id).update(attempts=job.attempts + 1)
+    tracker = ProgressTracker(job)
+    started = time.monotonic()
+    try:
+        cleanup_stale_files()
+        report = _run_upload(job, tracker) if job.kind == IngestJob.Kind.UPLOAD else _run_reindex(job, tracker)
+    except JobCancelledError:
+        tracker.flush()
+        delete_upload(job.stored_file)
+        _finish(job, Status.CANCELLED, stored_file="", error="Cancelled; the corpus and its live index are as before.")
+        return Status.CANCELLED
+    except Exception as exc:
+        logger.exception("Ingest job %s failed", job_id)
+        tracker.flush()
+        _finish(job, Status.FAILED, error=f"{type(exc).__name__}: {exc}. The corpus and its live index are as "
+                                          "before; fix the cause and run the job again.")
+        return Status.FAILED
+    report["duration_seconds"] = round(time.monotonic() - started, 2)
+    tracker.flush()
+    delete_upload(job.stored_file)
+    _finish(job, Status.SUCCEEDED, stored_file="", report=report, stage="done")
+    return Status.SUCCEEDED
+
+
+def _run_upload(job: IngestJob, tracker: ProgressTracker) -> dict[str, Any]:
+    parsed = parse_qa_file(read_upload(job.stored_file), filename=job.original_name)
+    tracker("parsed", len(parsed.rows) + len(parsed.rejected), len(parsed.rows) + len(parsed.rejected))
+    corpus = job.corpus or Corpus.objects.filter(slug=job.new_corpus_slug).first()
+    if corpus is None:
+        corpus = Corpus(name=job.new_corpus_name, slug=job.new_corpus_slug, default_encoder=job.encoders[0])
+    report = ingest_parsed(corpus, parsed, encoder_keys=job.encoders, mode=job.mode,  # type: ignore[arg-type]
+                           progress=tracker)
+    IngestJob.objects.filter(pk=job.pk).update(corpus=corpus)
+    return {
+        "format": report.format, "encoders": report.encoders, "added": report.added,
+        "updated": report.updated, "unchanged": report.unchanged, "removed": report.removed,
+        "rejected_count": len(report.rejected),
+        "rejected": [{"line": r.line, "reason": r.reason} for r in report.rejected[:REPORTED_REJECTIONS]],
+        "indexes": [{"encoder": b.encoder, "vectors": b.vector_count, "kind": b.kind} for b in report.index_builds],
+    }
+
+
+def _run_reindex(job: IngestJob, tracker: ProgressTracker) -> dict[str, Any]:
+    assert job.corpus is not None
+    build = reindex(job.corpus, encoder_key=job.encoders[0], progress=tracker)
+    return {"encoders": [build.encoder],
+            "indexes": [{"encoder": build.encoder, "vectors": build.vector_count, "kind": build.kind}]}
+
+
+def _finish(job: IngestJob, status: str, **fields: Any) -> None:
+    IngestJob.objects.filter(pk=job.pk).update(status=status, finished_at=timezone.now(), **fields)
+
+
+class ProgressTracker:
+    """The progress callback handed to ingest: throttled writes, heartbeat, cancel checks, pause."""
+
+    _COUNTERS = {"parsed": ("rows_parsed", "rows_total"), "embedded": ("rows_embedded", "embed_total"),
+                 "indexing": ("rows_indexed", "index_total"), "indexed": ("rows_indexed", "index_total")}
+
+    def __init__(self, job: IngestJob) -> None:
+        self.job_id = job.pk
+        self.fields: dict[str, Any] = {}
+        self.last_write = 0.0
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        done_field, total_field = self._COUNTERS.get(stage, ("", ""))
+        stage_changed = self.fields.get("stage") != stage
+        self.fields["stage"] = stage
+        if done_field:
+            self.fields[done_field], self.fields[total_field] = done, total
+        if stage_changed or time.monotonic() - self.last_write >= PROGRESS_WRITE_SECONDS:
+            self.flush()
+        pause = settings.AUTOCOMPLETE_JOB_BATCH_PAUSE_SECONDS
+        if pause:
+            time.sleep(pause)
+
+    def flush(self) -> None:
+        """Write the counters and heartbeat, then honour a cancel request."""
+        if connection.in_atomic_block:
+            # Inside the final transaction: a write would hold the job row's lock (and be invisible
+            # until commit anyway), and stopping now would roll back work that is nearly done.
+            return
+        self.last_write = time.monotonic()
+        IngestJob.objects.filter(pk=self.job_id).update(heartbeat_at=timezone.now(), **self.fields)
+        if IngestJob.objects.filter(pk=self.job_id, cancel_requested=True).exists():
+            raise JobCancelledError
+
+
+# --- what the admin sees -------------------------------------------------------------------------
+
+
+def refresh_liveness(job: IngestJob) -> IngestJob:
+    """Mark a running job whose worker is gone (killed, crashed, machine lost) as interrupted."""
+    if job.status == Status.RUNNING and not _worker_alive(job):
+        updated = IngestJob.objects.filter(pk=job.pk, status=Status.RUNNING).update(
+            status=Status.INTERRUPTED, finished_at=timezone.now(),
+            error=f"The worker stopped during '{job.stage}' (killed or crashed). Nothing was lost: the "
+                  "corpus and its live index are as before. Run the job again to complete it.",
+        )
+        if updated:
+            logger.warning("Ingest job %s was interrupted during %s", job.pk, job.stage)
+        job.refresh_from_db()
+    return job
+
+
+def _worker_alive(job: IngestJob) -> bool:
+    if job.worker_host == socket.gethostname() and job.worker_pid:
+        try:
+            os.kill(job.worker_pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    # Another machine: trust the heartbeat.
+    stale = timedelta(seconds=settings.AUTOCOMPLETE_JOB_STALE_SECONDS)
+    return job.heartbeat_at is not None and timezone.now() - job.heartbeat_at < stale
+
+
+@dataclass(frozen=True)
+class ProgressView:
+    percent: int
+    elapsed_seconds: float
+    remaining_seconds: float | None
+
+
+# Rough shares of the work: parsing is quick, embedding dominates, indexing is in between.
+_WEIGHTS = (("rows_parsed", "rows_total", 0.1), ("rows_embedded", "embed_total", 0.7),
+            ("rows_indexed", "index_total", 0.2))
+
+
+def progress_view(job: IngestJob) -> ProgressView:
+    """Percent done, elapsed time and an estimate of the time left."""
+    if job.status == Status.SUCCEEDED:
+        fraction = 1.0
+    else:
+        fraction = 0.0
+        for done_field, total_field, weight in _WEIGHTS:
+            total = getattr(job, total_field)
+            done = getattr(job, done_field)
+            if total:
+                fraction += weight * min(done / total, 1.0)
+            elif done_field == "rows_embedded" and job.stage in ("indexing", "indexed"):
+                fraction += weight  # nothing needed embedding
+    end = job.finished_at or timezone.now()
+    elapsed = (end - job.started_at).total_seconds() if job.started_at else 0.0
+    remaining = None
+    if job.status == Status.RUNNING and 0.05 < fraction < 1:
+        remaining = elapsed * (1 - fraction) / fraction
+    return ProgressView(int(fraction * 100), round(elapsed, 1), None if remaining is None else round(remaining, 1))
+
+
+# --- housekeeping --------------------------------------------------------------------------------
+
+
+def cleanup_stale_files() -> None:
+    """Remove temp index files of crashed builds and uploads no job will read again."""
+    remove_orphan_files()
+    ttl = settings.AUTOCOMPLETE_PREVIEW_TTL_SECONDS
+    expired = IngestJob.objects.filter(status=Status.PREVIEW, created_at__lt=timezone.now() - timedelta(seconds=ttl))
+    expired.update(status=Status.CANCELLED, stored_file="", error="Preview expired without confirmation.")
+    keep = set(IngestJob.objects.exclude(stored_file="").values_list("stored_file", flat=True))
+    remove_stale_uploads(keep, min_age_seconds=ttl)
