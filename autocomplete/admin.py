@@ -1,4 +1,4 @@
-"""Admin: corpora, QA pairs and index builds, and the upload of a QA file."""
+"""Admin: corpora, QA pairs, index builds and ingest jobs; upload with preview, job pages, actions."""
 
 from __future__ import annotations
 
@@ -6,18 +6,33 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
-from django.http import HttpRequest, HttpResponse
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
+from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
-from django.urls import URLPattern, path
+from django.urls import URLPattern, path, reverse
+from django.views.decorators.http import require_POST
 
-from embeddings.encoders import EncoderError
-
+from . import jobs
 from .encoding import encoder_registry
-from .forms import UploadForm
-from .ingest import IngestReport, ingest_parsed
-from .models import Corpus, IndexBuild, QAPair
-from .parsing import ParseError, parse_qa_file
+from .exporting import corpus_csv_rows
+from .forms import ReindexForm, UploadForm
+from .models import Corpus, IndexBuild, IngestJob, QAPair
+from .parsing import ParseError
+
+
+def _encoder_choices() -> list[tuple[str, str]]:
+    registry = encoder_registry()
+    return [(key, registry.spec(key).name) for key in registry.keys]
+
+
+def _can_control(request: HttpRequest) -> bool:
+    """Cancelling or re-running a job takes the same permission as uploading."""
+    return request.user.has_perm("autocomplete.add_corpus")
+
+
+def _job_url(job: IngestJob) -> str:
+    return reverse("admin:autocomplete_ingestjob_detail", args=[job.pk])
 
 
 @admin.register(Corpus)
@@ -26,6 +41,8 @@ class CorpusAdmin(admin.ModelAdmin):
     prepopulated_fields = {"slug": ["name"]}
     search_fields = ["name", "slug"]
     change_list_template = "admin/autocomplete/corpus/change_list.html"
+    change_form_template = "admin/autocomplete/corpus/change_form.html"
+    actions = ["reindex_action", "export_csv_action"]
 
     @admin.display(description="QA pairs")
     def pair_count(self, corpus: Corpus) -> int:
@@ -37,43 +54,164 @@ class CorpusAdmin(admin.ModelAdmin):
         return ", ".join(sorted(live)) or "—"
 
     def get_urls(self) -> list[URLPattern]:
-        upload = path("upload/", self.admin_site.admin_view(self.upload_view),
-                      name="autocomplete_corpus_upload")
-        return [upload, *super().get_urls()]
+        view = self.admin_site.admin_view
+        return [
+            path("upload/", view(self.upload_view), name="autocomplete_corpus_upload"),
+            path("upload/<int:job_id>/preview/", view(self.preview_view), name="autocomplete_corpus_preview"),
+            *super().get_urls(),
+        ]
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        history = IngestJob.objects.filter(corpus_id=object_id).exclude(status=IngestJob.Status.PREVIEW)[:50]
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), "job_history": history})
+
+    def _context(self, request: HttpRequest, title: str, **extra: Any) -> dict[str, Any]:
+        return {**self.admin_site.each_context(request), "opts": self.model._meta, "title": title, **extra}
 
     def upload_view(self, request: HttpRequest) -> HttpResponse:
+        """Upload form; a valid upload is parsed and planned, then shown as a preview."""
         if not self.has_add_permission(request):
             raise PermissionDenied
-        registry = encoder_registry()
-        choices = [(key, registry.spec(key).name) for key in registry.keys]
-        form = UploadForm(request.POST or None, request.FILES or None, encoder_choices=choices)
-        report: IngestReport | None = None
+        form = UploadForm(request.POST or None, request.FILES or None, encoder_choices=_encoder_choices())
         if request.method == "POST" and form.is_valid():
-            report = self._ingest_upload(request, form)
-        context = {**self.admin_site.each_context(request), "opts": self.model._meta,
-                   "title": "Upload QA corpus", "form": form, "report": report}
+            data = form.cleaned_data
+            upload = data["file"]
+            try:
+                job = jobs.create_upload_preview(
+                    upload.read(),
+                    filename=upload.name,
+                    corpus=data["corpus"],
+                    new_corpus_name=data["new_corpus_name"],
+                    new_corpus_slug=data["new_corpus_slug"],
+                    mode=data["mode"],
+                    encoders=data["encoders"],
+                    user=request.user,
+                )
+            except ParseError as exc:
+                form.add_error("file", f"{exc} Nothing was written.")
+            else:
+                return HttpResponseRedirect(reverse("admin:autocomplete_corpus_preview", args=[job.pk]))
+        context = self._context(request, "Upload QA corpus", form=form)
         return TemplateResponse(request, "admin/autocomplete/corpus/upload.html", context)
 
-    def _ingest_upload(self, request: HttpRequest, form: UploadForm) -> IngestReport | None:
-        data = form.cleaned_data
-        upload = data["file"]
-        try:
-            # Read from the upload handler's stream; the file is never stored under its own name.
-            parsed = parse_qa_file(upload.read(), filename=upload.name)
-        except ParseError as exc:
-            form.add_error("file", str(exc))
+    def preview_view(self, request: HttpRequest, job_id: int) -> HttpResponse:
+        """What the upload would change; Confirm queues the job, Cancel forgets the file."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        job = get_object_or_404(IngestJob, pk=job_id, kind=IngestJob.Kind.UPLOAD)
+        if request.method == "POST":
+            try:
+                if "confirm" in request.POST:
+                    job = jobs.confirm_upload(job)
+                    return HttpResponseRedirect(_job_url(job))
+                jobs.discard_preview(job)
+            except jobs.JobStateError as exc:
+                messages.error(request, str(exc))
+                return HttpResponseRedirect(_job_url(job))
+            messages.info(request, f"Upload of {job.original_name} cancelled; nothing was written.")
+            return HttpResponseRedirect(reverse("admin:autocomplete_corpus_changelist"))
+        if job.status != IngestJob.Status.PREVIEW:
+            return HttpResponseRedirect(_job_url(job))
+        context = self._context(request, f"Preview: {job.original_name}", job=job, preview=job.preview)
+        return TemplateResponse(request, "admin/autocomplete/corpus/preview.html", context)
+
+    @admin.action(description="Re-index selected corpora with an encoder", permissions=["change"])
+    def reindex_action(self, request: HttpRequest, queryset: QuerySet[Corpus]) -> HttpResponse | None:
+        form = ReindexForm(request.POST if "encoder" in request.POST else None, encoder_choices=_encoder_choices())
+        if form.is_valid():
+            for corpus in queryset:
+                job = jobs.create_reindex_job(corpus, encoder=form.cleaned_data["encoder"], user=request.user)
+                messages.info(request, f"Re-index of {corpus.slug} with {job.encoders[0]} queued as job {job.pk}.")
             return None
-        try:
-            with transaction.atomic():
-                corpus = data["corpus"] or Corpus.objects.create(
-                    name=data["new_corpus_name"], slug=data["new_corpus_slug"],
-                    default_encoder=data["encoder"])
-                report = ingest_parsed(corpus, parsed, encoder_key=data["encoder"], mode=data["mode"])
-        except EncoderError as exc:
-            form.add_error("encoder", str(exc))
+        context = self._context(
+            request,
+            "Re-index corpora",
+            form=form,
+            corpora=queryset,
+            action_checkbox_name=admin.helpers.ACTION_CHECKBOX_NAME,
+        )
+        return TemplateResponse(request, "admin/autocomplete/corpus/reindex.html", context)
+
+    @admin.action(description="Export selected corpus as CSV", permissions=["view"])
+    def export_csv_action(self, request: HttpRequest, queryset: QuerySet[Corpus]) -> HttpResponse | None:
+        if queryset.count() != 1:
+            messages.error(request, "Choose exactly one corpus to export.")
             return None
-        messages.success(request, f"{upload.name} loaded into {corpus.name}: {report.summary()}.")
-        return report
+        corpus = queryset.get()
+        response = StreamingHttpResponse(corpus_csv_rows(corpus), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="{corpus.slug}.csv"'
+        return response
+
+
+@admin.register(IngestJob)
+class IngestJobAdmin(admin.ModelAdmin):
+    """Job history (filter by corpus), each job's live page, cancel and run again."""
+
+    list_display = ["id", "kind", "corpus_label", "original_name", "status", "created_at", "finished_at"]
+    list_filter = ["status", "kind", "corpus"]
+    list_display_links = ["id"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view
+        return [
+            path("<int:job_id>/", view(self.detail_view), name="autocomplete_ingestjob_detail"),
+            path("<int:job_id>/progress/", view(self.progress_view), name="autocomplete_ingestjob_progress"),
+            path("<int:job_id>/control/", view(require_POST(self.control_view)), name="autocomplete_ingestjob_control"),
+            *super().get_urls(),
+        ]
+
+    def _job(self, request: HttpRequest, job_id: int) -> IngestJob:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        return jobs.refresh_liveness(get_object_or_404(IngestJob, pk=job_id))
+
+    def detail_view(self, request: HttpRequest, job_id: int) -> HttpResponse:
+        job = self._job(request, job_id)
+        if job.status == IngestJob.Status.PREVIEW:
+            return HttpResponseRedirect(reverse("admin:autocomplete_corpus_preview", args=[job.pk]))
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": str(job),
+            "job": job,
+            "progress": jobs.progress_view(job),
+            "can_control": _can_control(request),
+        }
+        return TemplateResponse(request, "admin/autocomplete/ingestjob/detail.html", context)
+
+    def progress_view(self, request: HttpRequest, job_id: int) -> HttpResponse:
+        """The progress partial that the job page polls through HTMX until the job ends."""
+        job = self._job(request, job_id)
+        context = {"job": job, "progress": jobs.progress_view(job), "can_control": _can_control(request)}
+        return TemplateResponse(request, "admin/autocomplete/ingestjob/_progress.html", context)
+
+    def control_view(self, request: HttpRequest, job_id: int) -> HttpResponse:
+        job = self._job(request, job_id)
+        if not _can_control(request):
+            raise PermissionDenied
+        try:
+            if request.POST.get("action") == "cancel":
+                job = jobs.request_cancel(job)
+                messages.info(request, "Cancel requested." if job.status == "running" else "Job cancelled.")
+            elif request.POST.get("action") == "rerun":
+                job = jobs.run_again(job)
+                messages.info(request, f"Job {job.pk} queued again.")
+        except jobs.JobStateError as exc:
+            messages.error(request, str(exc))
+        return HttpResponseRedirect(_job_url(job))
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        return HttpResponseRedirect(reverse("admin:autocomplete_ingestjob_detail", args=[object_id]))
 
 
 @admin.register(QAPair)

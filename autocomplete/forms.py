@@ -17,23 +17,26 @@ class SuggestForm(forms.Form):
 
     def error_message(self) -> str:
         """All field errors as one sentence, for a JSON body or an inline message."""
-        return " ".join(
-            f"{name}: {message}" for name, messages in self.errors.items() for message in messages
-        )
+        return " ".join(f"{name}: {message}" for name, messages in self.errors.items() for message in messages)
 
 
 class UploadForm(forms.Form):
-    """Admin upload of a QA file into an existing or a new corpus."""
+    """Admin upload of a QA file into an existing or a new corpus, with encoders and mode."""
 
-    file = forms.FileField(help_text="CSV, TSV, JSON (array of objects) or JSONL, UTF-8.")
+    file = forms.FileField(help_text="CSV, TSV, semicolon-separated, JSON (array of objects) or JSONL; UTF-8.")
     corpus = forms.ModelChoiceField(queryset=None, required=False, empty_label="(new corpus)")
     new_corpus_name = forms.CharField(required=False, max_length=200)
     new_corpus_slug = forms.SlugField(required=False, max_length=100)
-    encoder = forms.ChoiceField(choices=())
+    encoders = forms.MultipleChoiceField(
+        choices=(), widget=forms.CheckboxSelectMultiple, help_text="Index with one encoder or several."
+    )
     mode = forms.ChoiceField(
-        choices=[("merge", "Merge: add new questions, update changed answers"),
-                 ("replace", "Replace: the corpus becomes exactly the file")],
-        initial="merge", widget=forms.RadioSelect,
+        choices=[
+            ("merge", "Merge: add new questions, update changed answers"),
+            ("replace", "Replace: the corpus becomes exactly the file"),
+        ],
+        initial="merge",
+        widget=forms.RadioSelect,
     )
 
     def __init__(self, *args: object, encoder_choices: list[tuple[str, str]], **kwargs: object) -> None:
@@ -41,8 +44,8 @@ class UploadForm(forms.Form):
 
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.fields["corpus"].queryset = Corpus.objects.all()  # type: ignore[attr-defined]
-        self.fields["encoder"].choices = encoder_choices  # type: ignore[attr-defined]
-        self.fields["encoder"].initial = settings.AUTOCOMPLETE_DEFAULT_ENCODER
+        self.fields["encoders"].choices = encoder_choices  # type: ignore[attr-defined]
+        self.fields["encoders"].initial = [settings.AUTOCOMPLETE_DEFAULT_ENCODER]
 
     def clean(self) -> dict[str, object]:
         from .models import Corpus
@@ -57,5 +60,18 @@ class UploadForm(forms.Form):
         upload = data.get("file")
         limit = settings.AUTOCOMPLETE_MAX_UPLOAD_BYTES
         if upload is not None and upload.size > limit:
-            self.add_error("file", f"The file is {upload.size // 1_000_000} MB; the limit is {limit // 1_000_000} MB.")
+            self.add_error(
+                "file",
+                f"The file is {upload.size:,} bytes; the limit is {limit:,} (AUTOCOMPLETE_MAX_UPLOAD_BYTES).",
+            )
         return data
+
+
+class ReindexForm(forms.Form):
+    """The encoder a re-index action rebuilds with."""
+
+    encoder = forms.ChoiceField(choices=())
+
+    def __init__(self, *args: object, encoder_choices: list[tuple[str, str]], **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.fields["encoder"].choices = encoder_choices  # type: ignore[attr-defined]

@@ -48,8 +48,15 @@ class JobStateError(ValueError):
 
 
 def create_upload_preview(
-    data: bytes, *, filename: str, corpus: Corpus | None, new_corpus_name: str = "",
-    new_corpus_slug: str = "", mode: str, encoders: list[str], user: Any = None,
+    data: bytes,
+    *,
+    filename: str,
+    corpus: Corpus | None,
+    new_corpus_name: str = "",
+    new_corpus_slug: str = "",
+    mode: str,
+    encoders: list[str],
+    user: Any = None,
 ) -> IngestJob:
     """Parse and plan an upload without touching the corpus; keep the file for the job.
 
@@ -59,10 +66,18 @@ def create_upload_preview(
     target = corpus or Corpus(name=new_corpus_name, slug=new_corpus_slug)
     plan = plan_ingest(target, parsed, mode=mode)  # type: ignore[arg-type]
     return IngestJob.objects.create(
-        kind=IngestJob.Kind.UPLOAD, corpus=corpus, new_corpus_name=new_corpus_name,
-        new_corpus_slug=new_corpus_slug, mode=mode, encoders=encoders, original_name=filename[:255],
-        stored_file=store_upload(data), file_format=parsed.format, preview=preview_of(parsed, plan),
-        status=Status.PREVIEW, created_by=user if getattr(user, "pk", None) else None,
+        kind=IngestJob.Kind.UPLOAD,
+        corpus=corpus,
+        new_corpus_name=new_corpus_name,
+        new_corpus_slug=new_corpus_slug,
+        mode=mode,
+        encoders=encoders,
+        original_name=filename[:255],
+        stored_file=store_upload(data),
+        file_format=parsed.format,
+        preview=preview_of(parsed, plan),
+        status=Status.PREVIEW,
+        created_by=user if getattr(user, "pk", None) else None,
     )
 
 
@@ -70,10 +85,12 @@ def preview_of(parsed: ParsedFile, plan: Plan) -> dict[str, Any]:
     """What the admin confirms: format, column mapping, first rows and the counts of changes."""
     return {
         "format": parsed.format,
-        "columns": parsed.columns or {"question": "question (JSON key or alias)",
-                                      "answer": "answer (JSON key or alias)"},
-        "first_rows": [{"line": row.line, "question": row.question, "answer": row.answer[:300]}
-                       for row in parsed.rows[:PREVIEW_ROWS]],
+        "columns": parsed.columns
+        or {"question": "question (JSON key or alias)", "answer": "answer (JSON key or alias)"},
+        "first_rows": [
+            {"line": row.line, "question": row.question, "answer": row.answer[:300]}
+            for row in parsed.rows[:PREVIEW_ROWS]
+        ],
         "rows": len(parsed.rows),
         "added": len(plan.to_add),
         "updated": len(plan.to_update),
@@ -106,7 +123,10 @@ def discard_preview(job: IngestJob) -> None:
 def create_reindex_job(corpus: Corpus, *, encoder: str, user: Any = None) -> IngestJob:
     """Queue a rebuild of the corpus's index for one encoder."""
     job = IngestJob.objects.create(
-        kind=IngestJob.Kind.REINDEX, corpus=corpus, encoders=[encoder], status=Status.PREVIEW,
+        kind=IngestJob.Kind.REINDEX,
+        corpus=corpus,
+        encoders=[encoder],
+        status=Status.PREVIEW,
         created_by=user if getattr(user, "pk", None) else None,
     )
     return _enqueue(job)
@@ -142,9 +162,22 @@ def request_cancel(job: IngestJob) -> IngestJob:
 
 def _enqueue(job: IngestJob) -> IngestJob:
     IngestJob.objects.filter(pk=job.pk).update(
-        status=Status.QUEUED, stage="queued", cancel_requested=False, error="", report={},
-        rows_parsed=0, rows_total=0, rows_embedded=0, embed_total=0, rows_indexed=0, index_total=0,
-        started_at=None, finished_at=None, worker_pid=None, worker_host="", heartbeat_at=None,
+        status=Status.QUEUED,
+        stage="queued",
+        cancel_requested=False,
+        error="",
+        report={},
+        rows_parsed=0,
+        rows_total=0,
+        rows_embedded=0,
+        embed_total=0,
+        rows_indexed=0,
+        index_total=0,
+        started_at=None,
+        finished_at=None,
+        worker_pid=None,
+        worker_host="",
+        heartbeat_at=None,
     )
     result = run_job.enqueue(job.pk)
     # With the immediate backend the job has already run; never overwrite what it recorded.
@@ -165,8 +198,12 @@ def run_job(job_id: int) -> str:
 def execute_job(job_id: int) -> str:
     """Run a queued job in this process, recording progress, outcome and report on the job."""
     claimed = IngestJob.objects.filter(pk=job_id, status=Status.QUEUED).update(
-        status=Status.RUNNING, stage="starting", started_at=timezone.now(), heartbeat_at=timezone.now(),
-        worker_host=socket.gethostname()[:255], worker_pid=os.getpid(),
+        status=Status.RUNNING,
+        stage="starting",
+        started_at=timezone.now(),
+        heartbeat_at=timezone.now(),
+        worker_host=socket.gethostname()[:255],
+        worker_pid=os.getpid(),
     )
     if not claimed:  # cancelled while queued, or already run by another worker
         return IngestJob.objects.get(pk=job_id).status
@@ -185,8 +222,12 @@ def execute_job(job_id: int) -> str:
     except Exception as exc:
         logger.exception("Ingest job %s failed", job_id)
         tracker.flush()
-        _finish(job, Status.FAILED, error=f"{type(exc).__name__}: {exc}. The corpus and its live index are as "
-                                          "before; fix the cause and run the job again.")
+        _finish(
+            job,
+            Status.FAILED,
+            error=f"{type(exc).__name__}: {exc}. The corpus and its live index are as "
+            "before; fix the cause and run the job again.",
+        )
         return Status.FAILED
     report["duration_seconds"] = round(time.monotonic() - started, 2)
     tracker.flush()
@@ -201,12 +242,21 @@ def _run_upload(job: IngestJob, tracker: ProgressTracker) -> dict[str, Any]:
     corpus = job.corpus or Corpus.objects.filter(slug=job.new_corpus_slug).first()
     if corpus is None:
         corpus = Corpus(name=job.new_corpus_name, slug=job.new_corpus_slug, default_encoder=job.encoders[0])
-    report = ingest_parsed(corpus, parsed, encoder_keys=job.encoders, mode=job.mode,  # type: ignore[arg-type]
-                           progress=tracker)
+    report = ingest_parsed(
+        corpus,
+        parsed,
+        encoder_keys=job.encoders,
+        mode=job.mode,  # type: ignore[arg-type]
+        progress=tracker,
+    )
     IngestJob.objects.filter(pk=job.pk).update(corpus=corpus)
     return {
-        "format": report.format, "encoders": report.encoders, "added": report.added,
-        "updated": report.updated, "unchanged": report.unchanged, "removed": report.removed,
+        "format": report.format,
+        "encoders": report.encoders,
+        "added": report.added,
+        "updated": report.updated,
+        "unchanged": report.unchanged,
+        "removed": report.removed,
         "rejected_count": len(report.rejected),
         "rejected": [{"line": r.line, "reason": r.reason} for r in report.rejected[:REPORTED_REJECTIONS]],
         "indexes": [{"encoder": b.encoder, "vectors": b.vector_count, "kind": b.kind} for b in report.index_builds],
@@ -216,8 +266,10 @@ def _run_upload(job: IngestJob, tracker: ProgressTracker) -> dict[str, Any]:
 def _run_reindex(job: IngestJob, tracker: ProgressTracker) -> dict[str, Any]:
     assert job.corpus is not None
     build = reindex(job.corpus, encoder_key=job.encoders[0], progress=tracker)
-    return {"encoders": [build.encoder],
-            "indexes": [{"encoder": build.encoder, "vectors": build.vector_count, "kind": build.kind}]}
+    return {
+        "encoders": [build.encoder],
+        "indexes": [{"encoder": build.encoder, "vectors": build.vector_count, "kind": build.kind}],
+    }
 
 
 def _finish(job: IngestJob, status: str, **fields: Any) -> None:
@@ -227,13 +279,19 @@ def _finish(job: IngestJob, status: str, **fields: Any) -> None:
 class ProgressTracker:
     """The progress callback handed to ingest: throttled writes, heartbeat, cancel checks, pause."""
 
-    _COUNTERS = {"parsed": ("rows_parsed", "rows_total"), "embedded": ("rows_embedded", "embed_total"),
-                 "indexing": ("rows_indexed", "index_total"), "indexed": ("rows_indexed", "index_total")}
+    _COUNTERS = {
+        "parsed": ("rows_parsed", "rows_total"),
+        "embedded": ("rows_embedded", "embed_total"),
+        "indexing": ("rows_indexed", "index_total"),
+        "indexed": ("rows_indexed", "index_total"),
+    }
 
     def __init__(self, job: IngestJob) -> None:
         self.job_id = job.pk
         self.fields: dict[str, Any] = {}
         self.last_write = 0.0
+        # Transactions opened after this point are ingest's own (the caller may hold one already).
+        self.base_depth = len(connection.atomic_blocks)
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         done_field, total_field = self._COUNTERS.get(stage, ("", ""))
@@ -249,7 +307,7 @@ class ProgressTracker:
 
     def flush(self) -> None:
         """Write the counters and heartbeat, then honour a cancel request."""
-        if connection.in_atomic_block:
+        if len(connection.atomic_blocks) > self.base_depth:
             # Inside the final transaction: a write would hold the job row's lock (and be invisible
             # until commit anyway), and stopping now would roll back work that is nearly done.
             return
@@ -266,9 +324,10 @@ def refresh_liveness(job: IngestJob) -> IngestJob:
     """Mark a running job whose worker is gone (killed, crashed, machine lost) as interrupted."""
     if job.status == Status.RUNNING and not _worker_alive(job):
         updated = IngestJob.objects.filter(pk=job.pk, status=Status.RUNNING).update(
-            status=Status.INTERRUPTED, finished_at=timezone.now(),
+            status=Status.INTERRUPTED,
+            finished_at=timezone.now(),
             error=f"The worker stopped during '{job.stage}' (killed or crashed). Nothing was lost: the "
-                  "corpus and its live index are as before. Run the job again to complete it.",
+            "corpus and its live index are as before. Run the job again to complete it.",
         )
         if updated:
             logger.warning("Ingest job %s was interrupted during %s", job.pk, job.stage)
@@ -298,8 +357,11 @@ class ProgressView:
 
 
 # Rough shares of the work: parsing is quick, embedding dominates, indexing is in between.
-_WEIGHTS = (("rows_parsed", "rows_total", 0.1), ("rows_embedded", "embed_total", 0.7),
-            ("rows_indexed", "index_total", 0.2))
+_WEIGHTS = (
+    ("rows_parsed", "rows_total", 0.1),
+    ("rows_embedded", "embed_total", 0.7),
+    ("rows_indexed", "index_total", 0.2),
+)
 
 
 def progress_view(job: IngestJob) -> ProgressView:

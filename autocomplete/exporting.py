@@ -1,0 +1,40 @@
+"""Export a corpus as CSV that a spreadsheet opens safely.
+
+A cell starting with `=`, `+`, `-`, `@`, a tab or a carriage return could run as a formula in
+Excel or LibreOffice (CSV injection); such cells get a leading apostrophe, which spreadsheets show
+as text and strip on display.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Iterator
+
+from .models import Corpus, QAPair
+
+EXPORT_COLUMNS = ("id", "question", "answer", "url", "tags")
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise_cell(value: str) -> str:
+    """The cell as text a spreadsheet will never evaluate."""
+    return "'" + value if value.startswith(_FORMULA_STARTS) else value
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+def corpus_csv_rows(corpus: Corpus) -> Iterator[str]:
+    """The corpus as CSV lines (header first), streamed so large corpora need little memory."""
+    writer = csv.writer(_Echo())
+    yield writer.writerow(EXPORT_COLUMNS)
+    pairs: Iterable[tuple[str, str, str, str, str]] = (
+        QAPair.objects.filter(corpus=corpus)
+        .order_by("id")
+        .values_list("external_id", "question", "answer", "url", "tags")
+        .iterator(chunk_size=2000)
+    )
+    for row in pairs:
+        yield writer.writerow([neutralise_cell(str(value)) for value in row])

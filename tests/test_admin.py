@@ -1,0 +1,289 @@
+"""Admin upload through the Django test client: permissions, CSRF, formats, refusals, preview, merge
+vs replace, job page, export and delete. Jobs run in the request here (ImmediateBackend)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+
+from autocomplete import indexes
+from autocomplete.exporting import neutralise_cell
+from autocomplete.models import Corpus, IndexBuild, IngestJob, QAPair
+from autocomplete.uploads import upload_dir
+
+from .conftest import SMALL_FAQ, faq_csv
+
+pytestmark = pytest.mark.django_db
+
+UPLOAD_URL = "/admin/autocomplete/corpus/upload/"
+
+
+@pytest.fixture(autouse=True)
+def _private_uploads(settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    settings.AUTOCOMPLETE_UPLOAD_DIR = tmp_path / "uploads"
+
+
+def upload(client: Client, data: bytes, name: str = "faq.csv", **fields: object):  # type: ignore[no-untyped-def]
+    form = {"new_corpus_name": "Help", "new_corpus_slug": "help", "encoders": ["minilm"], "mode": "merge"}
+    form.update(fields)  # type: ignore[arg-type]
+    return client.post(UPLOAD_URL, {**form, "file": SimpleUploadedFile(name, data)})
+
+
+def preview_job(response) -> IngestJob:  # type: ignore[no-untyped-def]
+    assert response.status_code == 302, response.content.decode()[:2000]
+    job_id = int(response["Location"].rstrip("/").split("/")[-2])
+    return IngestJob.objects.get(pk=job_id)
+
+
+def confirm(client: Client, job: IngestJob) -> IngestJob:
+    response = client.post(f"/admin/autocomplete/corpus/upload/{job.pk}/preview/", {"confirm": "1"})
+    assert response.status_code == 302
+    assert response["Location"] == f"/admin/autocomplete/ingestjob/{job.pk}/"
+    job.refresh_from_db()
+    return job
+
+
+def staff(permissions: list[str]) -> Client:
+    user = User.objects.create_user("-".join(permissions), password="pw", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(codename__in=permissions))
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_only_staff_with_add_permission_may_upload(client: Client, admin_client: Client, minilm) -> None:  # type: ignore[no-untyped-def]
+    assert client.get(UPLOAD_URL).status_code == 302  # anonymous: to the login page
+    visitor = User.objects.create_user("visitor", password="pw")
+    client.force_login(visitor)
+    assert client.get(UPLOAD_URL)["Location"].startswith("/admin/login/")
+    assert upload(client, faq_csv()).status_code == 302 and not IngestJob.objects.exists()
+    viewer = staff(["view_corpus"])
+    assert viewer.get(UPLOAD_URL).status_code == 403
+    assert upload(viewer, faq_csv()).status_code == 403
+    assert not IngestJob.objects.exists()
+    page = admin_client.get(UPLOAD_URL).content.decode()
+    assert 'name="encoders"' in page and 'value="minilm" id="id_encoders_2" checked' in page
+    editor = staff(["view_corpus", "add_corpus"])
+    job = confirm(editor, preview_job(upload(editor, faq_csv())))
+    assert job.status == "succeeded"
+
+
+def test_csrf_is_enforced(db: None) -> None:
+    user = User.objects.create_superuser("root", password="pw")
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(user)
+    assert upload(client, faq_csv()).status_code == 403
+    assert not IngestJob.objects.exists()
+
+
+def _delimited(delimiter: str, header: tuple[str, str] = ("question", "answer"), bom: bool = False) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out, delimiter=delimiter)
+    writer.writerow(header)
+    writer.writerows(SMALL_FAQ)
+    return (b"\xef\xbb\xbf" if bom else b"") + out.getvalue().encode()
+
+
+FORMATS = {
+    "csv": ("faq.csv", _delimited(","), "CSV"),
+    "csv-bom-aliases": ("faq.csv", _delimited(",", ("Q", "A"), bom=True), "CSV"),
+    "tsv": ("faq.tsv", _delimited("\t", ("title", "body")), "TSV"),
+    "semicolon": ("faq.txt", _delimited(";"), "CSV"),
+    "json": ("faq.json", json.dumps([{"q": q, "a": a} for q, a in SMALL_FAQ]).encode(), "JSON"),
+    "jsonl": ("faq.jsonl", "\n".join(json.dumps({"title": q, "body": a}) for q, a in SMALL_FAQ).encode(), "JSONL"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(FORMATS))
+def test_every_format_is_previewed_then_ingested(admin_client: Client, minilm, kind: str) -> None:  # type: ignore[no-untyped-def]
+    name, data, label = FORMATS[kind]
+    job = preview_job(upload(admin_client, data, name))
+    page = admin_client.get(f"/admin/autocomplete/corpus/upload/{job.pk}/preview/").content.decode()
+    assert f'<td id="preview-format">{label}</td>' in page
+    assert '<td data-count="added">10</td>' in page and '<td data-count="rejected">0</td>' in page
+    assert "How do I reset my password?" in page  # first rows
+    assert not Corpus.objects.exists()  # nothing written before confirmation
+    job = confirm(admin_client, job)
+    assert job.status == "succeeded", job.error
+    corpus = Corpus.objects.get(slug="help")
+    assert job.corpus == corpus and corpus.pairs.count() == 10
+    assert IndexBuild.objects.get(corpus=corpus, is_active=True).encoder == "minilm"
+    response = admin_client.get("/api/suggest", {"q": "cancel my plan", "corpus": "help"})
+    assert response.json()["suggestions"][0]["question"] == "How do I cancel my subscription?"
+
+
+def test_column_mapping_is_shown(admin_client: Client) -> None:
+    job = preview_job(upload(admin_client, b"ID;Title;Body\n1;How?;So.\n", "faq.csv"))
+    page = admin_client.get(f"/admin/autocomplete/corpus/upload/{job.pk}/preview/").content.decode()
+    assert "question ← <code>Title</code>" in page and "answer ← <code>Body</code>" in page
+    assert "external_id ← <code>ID</code>" in page
+
+
+PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f\x15\xc4\x89"
+REFUSALS = {
+    "utf16": ("faq.csv", "question,answer\nA?,b\n".encode("utf-16"), "UTF-16"),
+    "binary": ("faq.csv", bytes(range(256)) * 4, "looks binary"),
+    "png-renamed": ("faq.csv", PNG, "looks binary"),
+    "latin1": ("faq.csv", "question,answer\nCafé?,oui\n".encode("latin-1"), "not valid UTF-8"),
+    "no-columns": ("faq.csv", b"foo,bar\n1,2\n", "No question and answer columns"),
+    "empty": ("faq.csv", b"", "The submitted file is empty"),  # refused by Django's form field
+    "blank": ("faq.csv", b"  \n\n", "The file is empty"),
+    "bad-json": ("faq.json", b'[{"q": "x"', "Invalid JSON"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(REFUSALS))
+def test_unreadable_files_are_refused_and_nothing_is_written(admin_client: Client, kind: str) -> None:
+    name, data, message = REFUSALS[kind]
+    response = upload(admin_client, data, name)
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert message in page and ("Nothing was written." in page or kind == "empty")
+    assert not IngestJob.objects.exists() and not Corpus.objects.exists()
+    assert list(upload_dir().iterdir()) == []
+
+
+def test_size_and_row_limits(admin_client: Client, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.AUTOCOMPLETE_MAX_UPLOAD_BYTES = 100
+    response = upload(admin_client, faq_csv())
+    assert "the limit is 100 (AUTOCOMPLETE_MAX_UPLOAD_BYTES)" in response.content.decode()
+    settings.AUTOCOMPLETE_MAX_UPLOAD_BYTES = 10_000
+    settings.AUTOCOMPLETE_MAX_ROWS = 5
+    response = upload(admin_client, faq_csv())
+    assert "more than 5 rows (AUTOCOMPLETE_MAX_ROWS)" in response.content.decode()
+    assert not IngestJob.objects.exists() and list(upload_dir().iterdir()) == []
+
+
+def test_bad_rows_are_rejected_one_by_one(admin_client: Client, settings, minilm) -> None:  # type: ignore[no-untyped-def]
+    settings.AUTOCOMPLETE_MAX_QUESTION_LENGTH = 50
+    settings.AUTOCOMPLETE_MAX_ANSWER_LENGTH = 40
+    data = (
+        "question,answer\n"
+        "How do I pay?,By card.\n"  # line 2
+        ",no question\n"  # 3
+        f"{'Why ' * 20}?,too long\n"  # 4
+        f"Long answer?,{'x' * 41}\n"  # 5
+        "how do I PAY,Duplicate.\n"  # 6
+        "Refunds?,Within 30 days.\n"  # 7
+    ).encode()
+    job = preview_job(upload(admin_client, data))
+    assert (job.preview["added"], job.preview["rejected_count"]) == (2, 4)
+    assert [(r["line"], r["reason"]) for r in job.preview["rejected"]] == [
+        (3, "question is empty"),
+        (4, "question is longer than 50 characters"),
+        (5, "answer is longer than 40 characters"),
+        (6, "duplicate question (same as line 2)"),
+    ]
+    page = admin_client.get(f"/admin/autocomplete/corpus/upload/{job.pk}/preview/").content.decode()
+    assert "Line 6: duplicate question (same as line 2)" in page
+    job = confirm(admin_client, job)
+    assert (job.report["added"], job.report["rejected_count"]) == (2, 4)
+    report = admin_client.get(f"/admin/autocomplete/ingestjob/{job.pk}/").content.decode()
+    assert "Line 3: question is empty" in report and '<td data-count="added">2</td>' in report
+
+
+@pytest.mark.parametrize(("mode", "removed", "total"), [("merge", 0, 11), ("replace", 7, 4)])
+def test_merge_and_replace_preview_counts_match_the_outcome(
+    admin_client: Client, small_corpus: Corpus, mode: str, removed: int, total: int
+) -> None:
+    pairs = [
+        (SMALL_FAQ[0][0], "A new answer."),
+        *SMALL_FAQ[1:3],
+        ("Do you offer refunds?", "Within 30 days."),
+        ("", "x"),
+    ]
+    job = preview_job(upload(admin_client, faq_csv(pairs), corpus=small_corpus.pk, mode=mode))
+    counts = {key: job.preview[key] for key in ("added", "updated", "unchanged", "removed", "rejected_count")}
+    assert counts == {"added": 1, "updated": 1, "unchanged": 2, "removed": removed, "rejected_count": 1}
+    assert small_corpus.pairs.count() == 10  # preview wrote nothing
+    job = confirm(admin_client, job)
+    assert {key: job.report[key] for key in counts} == counts
+    assert small_corpus.pairs.count() == total
+    assert QAPair.objects.get(corpus=small_corpus, question=SMALL_FAQ[0][0]).answer == "A new answer."
+    assert IndexBuild.objects.get(corpus=small_corpus, is_active=True).vector_count == total
+
+
+def test_cancel_at_preview_writes_nothing_and_forgets_the_file(admin_client: Client, small_corpus: Corpus) -> None:
+    job = preview_job(upload(admin_client, faq_csv(SMALL_FAQ[:2]), corpus=small_corpus.pk, mode="replace"))
+    assert len(list(upload_dir().iterdir())) == 1
+    response = admin_client.post(f"/admin/autocomplete/corpus/upload/{job.pk}/preview/", {"cancel": "1"})
+    assert response.status_code == 302
+    job.refresh_from_db()
+    assert job.status == "cancelled" and list(upload_dir().iterdir()) == []
+    assert small_corpus.pairs.count() == 10
+    # A confirmation arriving after the cancel does nothing.
+    admin_client.post(f"/admin/autocomplete/corpus/upload/{job.pk}/preview/", {"confirm": "1"})
+    job.refresh_from_db()
+    assert job.status == "cancelled" and small_corpus.pairs.count() == 10
+
+
+def test_the_upload_is_stored_privately_under_a_random_name(admin_client: Client, settings) -> None:  # type: ignore[no-untyped-def]
+    job = preview_job(upload(admin_client, faq_csv(), "../../evil name.csv"))
+    stored = list(upload_dir().iterdir())
+    assert [path.name for path in stored] == [job.stored_file]
+    assert "evil" not in job.stored_file and stored[0].read_bytes() == faq_csv()
+    assert stored[0].stat().st_mode & 0o077 == 0  # readable by the service user only
+    assert not str(upload_dir()).startswith(str(settings.STATIC_ROOT))
+    assert job.original_name == "evil name.csv"  # Django keeps only the base name, for display
+
+
+def test_job_page_history_and_reindex_action(admin_client: Client, small_corpus: Corpus) -> None:
+    job = confirm(admin_client, preview_job(upload(admin_client, faq_csv(), corpus=small_corpus.pk)))
+    page = admin_client.get(f"/admin/autocomplete/ingestjob/{job.pk}/").content.decode()
+    assert 'data-status="succeeded"' in page and "hx-trigger" not in page  # finished: polling stops
+    assert "unchanged (already live)" in page
+    live = IndexBuild.objects.get(corpus=small_corpus, is_active=True)
+    response = admin_client.post(
+        "/admin/autocomplete/corpus/", {"action": "reindex_action", "_selected_action": [small_corpus.pk]}
+    )
+    assert 'name="encoder"' in response.content.decode()  # asks which encoder first
+    response = admin_client.post(
+        "/admin/autocomplete/corpus/",
+        {"action": "reindex_action", "_selected_action": [small_corpus.pk], "encoder": "minilm"},
+    )
+    assert response.status_code == 302
+    reindex_job = IngestJob.objects.get(kind="reindex")
+    assert reindex_job.status == "succeeded" and reindex_job.report["indexes"][0]["vectors"] == 10
+    assert IndexBuild.objects.get(corpus=small_corpus, is_active=True) != live
+    history = admin_client.get(f"/admin/autocomplete/corpus/{small_corpus.pk}/change/").content.decode()
+    assert 'id="job-history"' in history
+    assert f"#{job.pk}</a>" in history and f"#{reindex_job.pk}</a>" in history
+
+
+def test_export_neutralises_formulas(admin_client: Client, db: None, minilm) -> None:  # type: ignore[no-untyped-def]
+    corpus = Corpus.objects.create(name="X", slug="x", default_encoder="minilm")
+    risky = ["=1+1", "+SUM(A1)", "-2", "@cmd", "\tTab", "\rCR", "Plain"]
+    for number, text in enumerate(risky):
+        QAPair.objects.create(corpus=corpus, question=f"{text} question {number}?", answer=text)
+    response = admin_client.post(
+        "/admin/autocomplete/corpus/", {"action": "export_csv_action", "_selected_action": [corpus.pk]}
+    )
+    assert response["Content-Type"].startswith("text/csv")
+    assert response["Content-Disposition"] == 'attachment; filename="x.csv"'
+    rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert rows[0] == ["id", "question", "answer", "url", "tags"]
+    assert [row[2] for row in rows[1:]] == ["'=1+1", "'+SUM(A1)", "'-2", "'@cmd", "'\tTab", "'\rCR", "Plain"]
+    assert rows[1][1] == "'=1+1 question 0?"
+    assert neutralise_cell("a=b") == "a=b"
+
+
+def test_admin_delete_removes_the_corpus_and_its_index_files(
+    admin_client: Client,
+    small_corpus: Corpus,
+    django_capture_on_commit_callbacks,  # type: ignore[no-untyped-def]
+) -> None:
+    assert any(indexes.index_dir().iterdir())
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(
+            "/admin/autocomplete/corpus/",
+            {"action": "delete_selected", "_selected_action": [small_corpus.pk], "post": "yes"},
+        )
+    assert response.status_code == 302
+    assert not Corpus.objects.exists() and not any(indexes.index_dir().iterdir())
