@@ -215,13 +215,13 @@ def execute_job(job_id: int) -> str:
         cleanup_stale_files()
         report = _run_upload(job, tracker) if job.kind == IngestJob.Kind.UPLOAD else _run_reindex(job, tracker)
     except JobCancelledError:
-        tracker.flush()
+        tracker.flush(check_cancel=False)
         delete_upload(job.stored_file)
         _finish(job, Status.CANCELLED, stored_file="", error="Cancelled; the corpus and its live index are as before.")
         return Status.CANCELLED
     except Exception as exc:
         logger.exception("Ingest job %s failed", job_id)
-        tracker.flush()
+        tracker.flush(check_cancel=False)
         _finish(
             job,
             Status.FAILED,
@@ -230,7 +230,7 @@ def execute_job(job_id: int) -> str:
         )
         return Status.FAILED
     report["duration_seconds"] = round(time.monotonic() - started, 2)
-    tracker.flush()
+    tracker.flush(check_cancel=False)
     delete_upload(job.stored_file)
     _finish(job, Status.SUCCEEDED, stored_file="", report=report, stage="done")
     return Status.SUCCEEDED
@@ -305,7 +305,7 @@ class ProgressTracker:
         if pause:
             time.sleep(pause)
 
-    def flush(self) -> None:
+    def flush(self, *, check_cancel: bool = True) -> None:
         """Write the counters and heartbeat, then honour a cancel request."""
         if len(connection.atomic_blocks) > self.base_depth:
             # Inside the final transaction: a write would hold the job row's lock (and be invisible
@@ -313,7 +313,7 @@ class ProgressTracker:
             return
         self.last_write = time.monotonic()
         IngestJob.objects.filter(pk=self.job_id).update(heartbeat_at=timezone.now(), **self.fields)
-        if IngestJob.objects.filter(pk=self.job_id, cancel_requested=True).exists():
+        if check_cancel and IngestJob.objects.filter(pk=self.job_id, cancel_requested=True).exists():
             raise JobCancelledError
 
 
@@ -382,7 +382,7 @@ def progress_view(job: IngestJob) -> ProgressView:
     remaining = None
     if job.status == Status.RUNNING and 0.05 < fraction < 1:
         remaining = elapsed * (1 - fraction) / fraction
-    return ProgressView(int(fraction * 100), round(elapsed, 1), None if remaining is None else round(remaining, 1))
+    return ProgressView(int(fraction * 100 + 1e-9), round(elapsed, 1), None if remaining is None else round(remaining, 1))
 
 
 # --- housekeeping --------------------------------------------------------------------------------
