@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from django.conf import settings
+from django.db import connection
 
 from autocomplete import indexes, search
 from autocomplete.encoding import encoder_registry
@@ -103,3 +108,25 @@ def random_model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pat
         "ivysaur": write_random_bert(root / "ivysaur", layers=6, pooling="mean"),
         "gist-small": write_random_bert(root / "gist-small", layers=12, pooling="cls"),
     }
+
+
+def start_worker(*args: str, slow: bool = False) -> subprocess.Popen[bytes]:
+    """A real `manage.py db_worker` on this test's database file, index, upload and ONNX directories.
+
+    `slow` makes its jobs embed 16 texts per batch and pause 2 s after each step, long enough to
+    watch or kill them mid-way (AUTOCOMPLETE_JOB_BATCH_PAUSE_SECONDS, a real throttle setting).
+    """
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.test_settings",
+        "AUTOCOMPLETE_DATABASE_PATH": str(connection.settings_dict["NAME"]),
+        "AUTOCOMPLETE_INDEX_DIR": str(settings.AUTOCOMPLETE_INDEX_DIR),
+        "AUTOCOMPLETE_UPLOAD_DIR": str(settings.AUTOCOMPLETE_UPLOAD_DIR),
+        "AUTOCOMPLETE_ONNX_DIR": str(settings.AUTOCOMPLETE_ONNX_DIR),
+        "AUTOCOMPLETE_TASKS_BACKEND": "django_tasks_db.DatabaseBackend",
+    }
+    if slow:
+        env |= {"AUTOCOMPLETE_EMBED_BATCH_SIZE": "2", "AUTOCOMPLETE_JOB_BATCH_PAUSE_SECONDS": "2"}
+    command = [sys.executable, "manage.py", "db_worker", "--no-reload", "--no-startup-delay", *args]
+    root = Path(__file__).resolve().parent.parent
+    return subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

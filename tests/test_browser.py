@@ -73,3 +73,52 @@ def test_type_choose_with_keyboard_and_read_the_answer(browser: Any, live_server
     box.press("Escape")
     assert box.get_attribute("aria-expanded") == "false"
     page.close()
+
+
+@pytest.mark.slow
+def test_admin_uploads_a_file_and_watches_the_job_finish(
+    browser: Any, live_server: Any, transactional_db: None, minilm: object, settings: Any, tmp_path: Any
+) -> None:
+    from django.contrib.auth.models import User
+
+    from autocomplete.models import IngestJob
+
+    from .conftest import SMALL_FAQ, start_worker
+
+    # The web server queues the job in the database; a real worker process runs it.
+    settings.TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default"]}}
+    settings.AUTOCOMPLETE_UPLOAD_DIR = tmp_path / "uploads"
+    User.objects.create_superuser("admin", password="correct horse")
+    source = tmp_path / "faq.csv"
+    source.write_bytes(faq_csv([*SMALL_FAQ, ("", "orphan answer")]))
+    worker = start_worker("--max-tasks", "1", "--interval", "0.2", slow=True)
+    try:
+        page = browser.new_page()
+        page.goto(live_server.url + "/admin/login/?next=/admin/autocomplete/corpus/")
+        page.fill("#id_username", "admin")
+        page.fill("#id_password", "correct horse")
+        page.click("input[type=submit]")
+        page.get_by_role("link", name="Upload QA corpus").click()
+        page.set_input_files("#id_file", str(source))
+        page.fill("#id_new_corpus_name", "Help centre")
+        page.fill("#id_new_corpus_slug", "help")
+        page.click("text=Check file and preview")
+        assert page.inner_text("#preview-format") == "CSV"
+        assert page.inner_text('#preview-counts [data-count="added"]') == "10"
+        assert "Line 12: question is empty" in page.inner_text("ul.rejected")
+        page.click("text=Confirm and ingest")
+        progress = page.locator("#job-progress")
+        assert progress.get_attribute("data-status") in ("queued", "running")
+        # HTMX polls the progress partial every second until the job ends.
+        page.locator('#job-progress[data-status="running"]').wait_for(timeout=60_000)
+        page.locator('#job-progress[data-status="succeeded"]').wait_for(timeout=120_000)
+        assert page.inner_text('#job-report [data-count="added"]') == "10"
+        assert page.inner_text('#job-report [data-count="rejected"]') == "1"
+        assert page.inner_text("#rows-embedded") == "10 / 10"
+        page.close()
+        assert worker.wait(timeout=60) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    job = IngestJob.objects.get()
+    assert job.status == "succeeded" and job.worker_pid == worker.pid

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -15,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.conf import settings as django_settings
 from django.db import connection
 from django.test import Client
 from django.utils import timezone
@@ -26,12 +24,12 @@ from autocomplete.search import suggestions_for
 from autocomplete.uploads import store_upload, upload_dir
 from embeddings.index import VectorIndex
 
-from .conftest import SMALL_FAQ, faq_csv
+from .conftest import SMALL_FAQ, faq_csv, start_worker
 
-ROOT = Path(__file__).resolve().parent.parent
 DATABASE_TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default"]}}
-NEW_PAIRS = [(f"How do I configure option number {n} of the widget?", f"Set widget option {n} in Settings.")
-             for n in range(40)]
+NEW_PAIRS = [
+    (f"How do I configure option number {n} of the widget?", f"Set widget option {n} in Settings.") for n in range(40)
+]
 
 
 @pytest.fixture(autouse=True)
@@ -40,11 +38,14 @@ def _private_uploads(settings, tmp_path: Path) -> None:  # type: ignore[no-untyp
 
 
 def upload_job(corpus: Corpus, pairs: list[tuple[str, str]], *, mode: str = "merge") -> IngestJob:
-    return jobs.create_upload_preview(faq_csv(pairs), filename="more.csv", corpus=corpus, mode=mode,
-                                      encoders=["minilm"])
+    return jobs.create_upload_preview(
+        faq_csv(pairs), filename="more.csv", corpus=corpus, mode=mode, encoders=["minilm"]
+    )
 
 
-def record_flushes(monkeypatch: pytest.MonkeyPatch, then: Callable[[IngestJob], None] | None = None) -> list[dict[str, Any]]:
+def record_flushes(
+    monkeypatch: pytest.MonkeyPatch, then: Callable[[IngestJob], None] | None = None
+) -> list[dict[str, Any]]:
     """Every progress write as the admin's page would read it back from the database."""
     seen: list[dict[str, Any]] = []
     original = jobs.ProgressTracker.flush
@@ -53,9 +54,17 @@ def record_flushes(monkeypatch: pytest.MonkeyPatch, then: Callable[[IngestJob], 
     def flush(self: jobs.ProgressTracker, *, check_cancel: bool = True) -> None:
         original(self, check_cancel=check_cancel)
         job = IngestJob.objects.get(pk=self.job_id)
-        seen.append({"stage": job.stage, "parsed": job.rows_parsed, "embedded": job.rows_embedded,
-                     "embed_total": job.embed_total, "indexed": job.rows_indexed, "status": job.status,
-                     "percent": jobs.progress_view(job).percent})
+        seen.append(
+            {
+                "stage": job.stage,
+                "parsed": job.rows_parsed,
+                "embedded": job.rows_embedded,
+                "embed_total": job.embed_total,
+                "indexed": job.rows_indexed,
+                "status": job.status,
+                "percent": jobs.progress_view(job).percent,
+            }
+        )
         if then:
             then(job)
 
@@ -82,8 +91,14 @@ def test_progress_is_reported_batch_by_batch(small_corpus: Corpus, settings, mon
 
 @pytest.mark.django_db
 def test_estimate_while_running(db: None) -> None:
-    job = IngestJob(status="running", started_at=timezone.now() - timedelta(seconds=10), rows_parsed=10,
-                    rows_total=10, rows_embedded=50, embed_total=100)
+    job = IngestJob(
+        status="running",
+        started_at=timezone.now() - timedelta(seconds=10),
+        rows_parsed=10,
+        rows_total=10,
+        rows_embedded=50,
+        embed_total=100,
+    )
     view = jobs.progress_view(job)
     assert view.percent == 45 and 9.9 < view.elapsed_seconds < 11
     assert view.remaining_seconds is not None and 11 < view.remaining_seconds < 14
@@ -189,23 +204,6 @@ def test_stale_files_are_cleaned_up(small_corpus: Corpus, settings) -> None:  # 
 # --- real worker processes -----------------------------------------------------------------------
 
 
-def worker(*, slow: bool) -> subprocess.Popen[bytes]:
-    """`manage.py db_worker` against this test's database file, index and upload directories."""
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.test_settings",
-        "AUTOCOMPLETE_DATABASE_PATH": str(connection.settings_dict["NAME"]),
-        "AUTOCOMPLETE_INDEX_DIR": str(django_settings.AUTOCOMPLETE_INDEX_DIR),
-        "AUTOCOMPLETE_UPLOAD_DIR": str(django_settings.AUTOCOMPLETE_UPLOAD_DIR),
-        "AUTOCOMPLETE_ONNX_DIR": str(django_settings.AUTOCOMPLETE_ONNX_DIR),
-        "AUTOCOMPLETE_TASKS_BACKEND": "django_tasks_db.DatabaseBackend",
-    }
-    if slow:
-        env |= {"AUTOCOMPLETE_EMBED_BATCH_SIZE": "2", "AUTOCOMPLETE_JOB_BATCH_PAUSE_SECONDS": "2"}
-    return subprocess.Popen([sys.executable, "manage.py", "db_worker", "--no-reload", "--batch"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
 def wait_for(condition: Callable[[], bool], *, timeout: float = 120, process: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -225,19 +223,22 @@ def _new_index_file(live: IndexBuild) -> bool:
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("moment", ["embedding", "indexing"])
 def test_a_worker_killed_mid_job_loses_nothing_and_the_job_runs_again(
-    small_corpus: Corpus, settings, moment: str  # type: ignore[no-untyped-def]
+    small_corpus: Corpus,
+    settings,
+    moment: str,  # type: ignore[no-untyped-def]
 ) -> None:
     settings.TASKS = DATABASE_TASKS
     live = IndexBuild.objects.get(corpus=small_corpus, is_active=True)
     job = jobs.confirm_upload(upload_job(small_corpus, SMALL_FAQ[:5] + NEW_PAIRS, mode="replace"))
     assert job.status == "queued"
-    process = worker(slow=True)
+    process = start_worker("--batch", slow=True)
     try:
         if moment == "embedding":
             wait_for(lambda: IngestJob.objects.get(pk=job.pk).rows_embedded >= 16, process=process)
         else:  # the new index file is written and verified; the switch transaction is open
-            wait_for(lambda: IngestJob.objects.get(pk=job.pk).stage == "indexing" and _new_index_file(live),
-                     process=process)
+            wait_for(
+                lambda: IngestJob.objects.get(pk=job.pk).stage == "indexing" and _new_index_file(live), process=process
+            )
         os.kill(process.pid, signal.SIGKILL)
         process.wait(timeout=30)
     finally:
@@ -256,7 +257,7 @@ def test_a_worker_killed_mid_job_loses_nothing_and_the_job_runs_again(
         assert not _new_index_file(live)
 
     jobs.run_again(job)
-    process = worker(slow=False)
+    process = start_worker("--batch")
     assert process.wait(timeout=300) == 0, process.stderr.read().decode()[-3000:]  # type: ignore[union-attr]
     job.refresh_from_db()
     assert job.status == "succeeded", job.error
@@ -270,7 +271,8 @@ def test_a_worker_killed_mid_job_loses_nothing_and_the_job_runs_again(
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_queries_are_answered_from_the_old_or_the_new_index_while_a_job_runs(
-    small_corpus: Corpus, settings  # type: ignore[no-untyped-def]
+    small_corpus: Corpus,
+    settings,  # type: ignore[no-untyped-def]
 ) -> None:
     settings.AUTOCOMPLETE_EMBED_BATCH_SIZE = 2
     settings.AUTOCOMPLETE_JOB_BATCH_PAUSE_SECONDS = 0.2
@@ -313,7 +315,9 @@ def test_queries_are_answered_from_the_old_or_the_new_index_while_a_job_runs(
 @pytest.mark.slow
 @pytest.mark.django_db
 def test_ivysaur_and_gist_small_indexes_side_by_side(
-    admin_client: Client, settings, random_model_dirs: dict[str, Path]  # type: ignore[no-untyped-def]
+    admin_client: Client,
+    settings,
+    random_model_dirs: dict[str, Path],  # type: ignore[no-untyped-def]
 ) -> None:
     # No hub here: both load from local directories, as in production (AUTOCOMPLETE_*_PATH).
     settings.AUTOCOMPLETE_ENCODERS = {
@@ -321,12 +325,17 @@ def test_ivysaur_and_gist_small_indexes_side_by_side(
         "ivysaur": {"PATH": str(random_model_dirs["ivysaur"])},
         "gist-small": {"PATH": str(random_model_dirs["gist-small"])},
     }
-    form = {"new_corpus_name": "Help", "new_corpus_slug": "help", "encoders": ["ivysaur", "gist-small"],
-            "mode": "merge"}
+    form = {
+        "new_corpus_name": "Help",
+        "new_corpus_slug": "help",
+        "encoders": ["ivysaur", "gist-small"],
+        "mode": "merge",
+    }
     from django.core.files.uploadedfile import SimpleUploadedFile
 
-    response = admin_client.post("/admin/autocomplete/corpus/upload/",
-                                 {**form, "file": SimpleUploadedFile("faq.csv", faq_csv())})
+    response = admin_client.post(
+        "/admin/autocomplete/corpus/upload/", {**form, "file": SimpleUploadedFile("faq.csv", faq_csv())}
+    )
     job = IngestJob.objects.get()
     admin_client.post(f"/admin/autocomplete/corpus/upload/{job.pk}/preview/", {"confirm": "1"})
     job.refresh_from_db()
@@ -335,7 +344,9 @@ def test_ivysaur_and_gist_small_indexes_side_by_side(
     corpus = Corpus.objects.get(slug="help")
     assert corpus.default_encoder == "ivysaur"
     assert sorted(IndexBuild.objects.filter(corpus=corpus, is_active=True).values_list("encoder", flat=True)) == [
-        "gist-small", "ivysaur"]
+        "gist-small",
+        "ivysaur",
+    ]
     for key in ("ivysaur", "gist-small"):
         body = admin_client.get("/api/suggest", {"q": "password", "corpus": "help", "encoder": key}).json()
         assert body["encoder"] == key and len(body["suggestions"]) > 0
