@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEMO_CORPUS ?= help
 
-.PHONY: setup demo test chromium migrate demo-data serve lint clean
+.PHONY: setup demo test chromium migrate demo-data serve worker lint clean
 
 $(STAMP): requirements.txt constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,10 +27,17 @@ demo-data: migrate
 	$(BIN)/python manage.py ingest fixtures/demo_faq.csv --corpus $(DEMO_CORPUS) --name "Help centre"
 	$(BIN)/python manage.py export_onnx
 
-# Sets everything up on a fresh machine and serves the demo corpus on http://$(HOST):$(PORT).
+# Sets everything up on a fresh machine and serves the demo corpus on http://$(HOST):$(PORT),
+# with a background worker beside the web server for admin uploads (stopped with it).
 demo: demo-data
 	@echo "Serving http://$(HOST):$(PORT)/  (admin: $(BIN)/python manage.py createsuperuser)"
+	$(BIN)/python manage.py db_worker --no-reload & worker=$$!; \
+	trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \
 	HOST=$(HOST) PORT=$(PORT) $(BIN)/gunicorn -c config/gunicorn.py config.wsgi
+
+# A background worker alone: runs queued ingest jobs (several may run, here or on other machines).
+worker: migrate
+	$(BIN)/python manage.py db_worker --no-reload
 
 # Production serving: gunicorn with measured settings (config/gunicorn.py), models warmed per worker.
 serve: migrate
