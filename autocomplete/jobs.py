@@ -382,7 +382,9 @@ def progress_view(job: IngestJob) -> ProgressView:
     remaining = None
     if job.status == Status.RUNNING and 0.05 < fraction < 1:
         remaining = elapsed * (1 - fraction) / fraction
-    return ProgressView(int(fraction * 100 + 1e-9), round(elapsed, 1), None if remaining is None else round(remaining, 1))
+    return ProgressView(
+        int(fraction * 100 + 1e-9), round(elapsed, 1), None if remaining is None else round(remaining, 1)
+    )
 
 
 # --- housekeeping --------------------------------------------------------------------------------

@@ -161,6 +161,25 @@ def test_size_and_row_limits(admin_client: Client, settings) -> None:  # type: i
     assert not IngestJob.objects.exists() and list(upload_dir().iterdir()) == []
 
 
+def test_an_encoder_without_weights_is_refused_on_the_form(
+    admin_client: Client, tmp_path: Path, settings, random_model_dirs: dict[str, Path]
+) -> None:  # type: ignore[no-untyped-def]
+    page = upload(admin_client, faq_csv(), encoders=["ivysaur"]).content.decode()
+    assert "Ivysaur has no local copy and downloads are off" in page and "fetch_encoders ivysaur" in page
+    settings.AUTOCOMPLETE_ENCODERS = {**settings.AUTOCOMPLETE_ENCODERS, "gist-small": {"PATH": str(tmp_path)}}
+    page = upload(admin_client, faq_csv(), encoders=["gist-small", "minilm"]).content.decode()
+    assert f"GIST-small weights not found at {tmp_path}" in page
+    assert not IngestJob.objects.exists()
+    # Ivysaur is the default encoder; where it has no weights the form proposes the open fallback.
+    settings.AUTOCOMPLETE_DEFAULT_ENCODER = "ivysaur"
+    assert 'value="minilm" id="id_encoders_2" checked' in admin_client.get(UPLOAD_URL).content.decode()
+    ivysaur = {"PATH": str(random_model_dirs["ivysaur"])}
+    settings.AUTOCOMPLETE_ENCODERS = {**settings.AUTOCOMPLETE_ENCODERS, "ivysaur": ivysaur}
+    page = admin_client.get(UPLOAD_URL).content.decode()
+    assert 'value="ivysaur" id="id_encoders_0" checked' in page
+    assert 'value="minilm" id="id_encoders_2" checked' not in page
+
+
 def test_bad_rows_are_rejected_one_by_one(admin_client: Client, settings, minilm) -> None:  # type: ignore[no-untyped-def]
     settings.AUTOCOMPLETE_MAX_QUESTION_LENGTH = 50
     settings.AUTOCOMPLETE_MAX_ANSWER_LENGTH = 40
