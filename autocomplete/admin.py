@@ -159,6 +159,11 @@ class IngestJobAdmin(admin.ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Whoever may see corpora may follow their jobs.
+        user = request.user
+        return super().has_view_permission(request, obj) or user.has_perm("autocomplete.view_corpus")
+
     def get_urls(self) -> list[URLPattern]:
         view = self.admin_site.admin_view
         return [

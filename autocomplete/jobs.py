@@ -205,8 +205,8 @@ def execute_job(job_id: int) -> str:
         worker_host=socket.gethostname()[:255],
         worker_pid=os.getpid(),
     )
-    if not claimed:  # cancelled while queued, or already run by another worker
-        return IngestJob.objects.get(pk=job_id).status
+    if not claimed:  # cancelled while queued, run by another worker, or its corpus deleted
+        return IngestJob.objects.filter(pk=job_id).values_list("status", flat=True).first() or "deleted"
     job = IngestJob.objects.get(pk=job_id)
     IngestJob.objects.filter(pk=job_id).update(attempts=job.attempts + 1)
     tracker = ProgressTracker(job)

@@ -73,6 +73,10 @@ def test_only_staff_with_add_permission_may_upload(client: Client, admin_client:
     editor = staff(["view_corpus", "add_corpus"])
     job = confirm(editor, preview_job(upload(editor, faq_csv())))
     assert job.status == "succeeded"
+    assert 'data-status="succeeded"' in editor.get(f"/admin/autocomplete/ingestjob/{job.pk}/").content.decode()
+    assert viewer.get(f"/admin/autocomplete/ingestjob/{job.pk}/progress/").status_code == 200
+    assert viewer.post(f"/admin/autocomplete/ingestjob/{job.pk}/control/", {"action": "rerun"}).status_code == 403
+    assert client.get(f"/admin/autocomplete/ingestjob/{job.pk}/progress/").status_code == 302  # not staff
 
 
 def test_csrf_is_enforced(db: None) -> None:
@@ -306,3 +310,16 @@ def test_admin_delete_removes_the_corpus_and_its_index_files(
         )
     assert response.status_code == 302
     assert not Corpus.objects.exists() and not any(indexes.index_dir().iterdir())
+
+
+def test_a_queued_job_page_polls_its_progress(admin_client: Client, small_corpus: Corpus, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default"]}}
+    job = confirm(admin_client, preview_job(upload(admin_client, faq_csv(), corpus=small_corpus.pk)))
+    assert job.status == "queued"
+    page = admin_client.get(f"/admin/autocomplete/ingestjob/{job.pk}/").content.decode()
+    assert "htmx" in page and 'hx-trigger="every 1s"' in page and 'value="cancel"' in page
+    partial = admin_client.get(f"/admin/autocomplete/ingestjob/{job.pk}/progress/", headers={"HX-Request": "true"})
+    assert partial.content.decode().lstrip().startswith('<div id="job-progress"')
+    admin_client.post(f"/admin/autocomplete/ingestjob/{job.pk}/control/", {"action": "cancel"})
+    partial = admin_client.get(f"/admin/autocomplete/ingestjob/{job.pk}/progress/").content.decode()
+    assert 'data-status="cancelled"' in partial and "hx-trigger" not in partial  # polling stops
