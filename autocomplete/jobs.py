@@ -25,7 +25,7 @@ from django_tasks import task
 from .indexes import remove_orphan_files
 from .ingest import Plan, ingest_parsed, plan_ingest, reindex
 from .models import Corpus, IngestJob
-from .parsing import ParsedFile, parse_qa_file
+from .parsing import FIELD_ALIASES, ParsedFile, parse_qa_file
 from .uploads import delete_upload, read_upload, remove_stale_uploads, store_upload
 
 logger = logging.getLogger(__name__)
@@ -85,8 +85,7 @@ def preview_of(parsed: ParsedFile, plan: Plan) -> dict[str, Any]:
     """What the admin confirms: format, column mapping, first rows and the counts of changes."""
     return {
         "format": parsed.format,
-        "columns": parsed.columns
-        or {"question": "question (JSON key or alias)", "answer": "answer (JSON key or alias)"},
+        "columns": parsed.columns or _json_columns(),
         "first_rows": [
             {"line": row.line, "question": row.question, "answer": row.answer[:300]}
             for row in parsed.rows[:PREVIEW_ROWS]
@@ -99,6 +98,11 @@ def preview_of(parsed: ParsedFile, plan: Plan) -> dict[str, Any]:
         "rejected_count": len(plan.rejected),
         "rejected": _rejections(plan),
     }
+
+
+def _json_columns() -> dict[str, str]:
+    # JSON objects are matched key by key, each by any alias of the field.
+    return {name: " / ".join(FIELD_ALIASES[name]) for name in ("question", "answer")}
 
 
 def _rejections(plan: Plan) -> list[dict[str, Any]]:
