@@ -19,6 +19,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
+from django.db.models import QuerySet
 from django.utils import timezone
 from django_tasks import task
 
@@ -337,6 +338,12 @@ def refresh_liveness(job: IngestJob) -> IngestJob:
             logger.warning("Ingest job %s was interrupted during %s", job.pk, job.stage)
         job.refresh_from_db()
     return job
+
+
+def refresh_running_jobs(jobs: QuerySet[IngestJob]) -> None:
+    """refresh_liveness() for the running jobs among `jobs`, before a list of them is shown."""
+    for job in jobs.filter(status=Status.RUNNING):
+        refresh_liveness(job)
 
 
 def _worker_alive(job: IngestJob) -> bool:

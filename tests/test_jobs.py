@@ -176,14 +176,20 @@ def test_a_failed_job_loses_nothing_and_runs_again(small_corpus: Corpus, monkeyp
 
 
 @pytest.mark.django_db
-def test_a_running_job_whose_worker_is_gone_shows_as_interrupted(small_corpus: Corpus, settings) -> None:  # type: ignore[no-untyped-def]
+def test_a_running_job_whose_worker_is_gone_shows_as_interrupted(
+    small_corpus: Corpus, settings, admin_client: Client
+) -> None:  # type: ignore[no-untyped-def]
     gone = subprocess.Popen(["true"])
     gone.wait()
     job = upload_job(small_corpus, NEW_PAIRS)
     job.status, job.stage, job.worker_pid = "running", "embedded", gone.pid
     job.worker_host, job.heartbeat_at = os.uname().nodename, timezone.now()
     job.save()
-    assert jobs.refresh_liveness(job).status == "interrupted"
+    # The corpus's job history (and the job list) find out, as does the job's own page.
+    history = admin_client.get(f"/admin/autocomplete/corpus/{small_corpus.pk}/change/").content.decode()
+    assert '<td class="job-status-interrupted">Interrupted</td>' in history
+    job.refresh_from_db()
+    assert job.status == "interrupted"
     assert "during 'embedded'" in job.error and "Run the job again" in job.error
     # On another machine only the heartbeat tells.
     IngestJob.objects.filter(pk=job.pk).update(status="running", worker_host="elsewhere", heartbeat_at=timezone.now())
