@@ -64,7 +64,9 @@ class CorpusAdmin(admin.ModelAdmin):
     def change_view(
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
-        history = IngestJob.objects.filter(corpus_id=object_id).exclude(status=IngestJob.Status.PREVIEW)[:50]
+        history = IngestJob.objects.filter(corpus_id=object_id).exclude(status=IngestJob.Status.PREVIEW)
+        jobs.refresh_running_jobs(history)
+        history = history[:50]
         return super().change_view(request, object_id, form_url, {**(extra_context or {}), "job_history": history})
 
     def _context(self, request: HttpRequest, title: str, **extra: Any) -> dict[str, Any]:
@@ -159,6 +161,11 @@ class IngestJobAdmin(admin.ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Whoever may see corpora may follow their jobs.
+        user = request.user
+        return super().has_view_permission(request, obj) or user.has_perm("autocomplete.view_corpus")
+
     def get_urls(self) -> list[URLPattern]:
         view = self.admin_site.admin_view
         return [
@@ -207,6 +214,10 @@ class IngestJobAdmin(admin.ModelAdmin):
         except jobs.JobStateError as exc:
             messages.error(request, str(exc))
         return HttpResponseRedirect(_job_url(job))
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        jobs.refresh_running_jobs(IngestJob.objects.all())
+        return super().changelist_view(request, extra_context)
 
     def change_view(
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None

@@ -11,7 +11,13 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
-from embeddings.encoders import Encoder, EncoderRegistry, EncoderUnavailableError, specs_from_settings
+from embeddings.encoders import (
+    Encoder,
+    EncoderRegistry,
+    EncoderUnavailableError,
+    model_location,
+    specs_from_settings,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -50,3 +56,19 @@ def encoder_for_indexing(key: str, *, allow_fallback: bool) -> Encoder:
             raise
         logger.warning("%s Falling back to encoder '%s'.", exc, fallback)
         return registry.get(fallback)
+
+
+def unavailable_reason(key: str) -> str | None:
+    """Why `key` cannot load here, found without loading it (cheap enough for a form), or None."""
+    spec = encoder_registry().spec(key)
+    try:
+        location = model_location(spec)
+    except EncoderUnavailableError as exc:
+        return str(exc)
+    if location == spec.hub_id and not settings.AUTOCOMPLETE_ALLOW_DOWNLOAD:
+        return (
+            f"{spec.name} has no local copy and downloads are off: run `python manage.py fetch_encoders "
+            f"{spec.key} --to models/{spec.key}` on a connected machine, copy that folder here and set "
+            f"{spec.env_var}=models/{spec.key}."
+        )
+    return None

@@ -20,6 +20,15 @@ class SuggestForm(forms.Form):
         return " ".join(f"{name}: {message}" for name, messages in self.errors.items() for message in messages)
 
 
+def _initial_encoder() -> str:
+    """The default encoder, or the open fallback where the default has no weights here."""
+    from .encoding import unavailable_reason
+
+    default = settings.AUTOCOMPLETE_DEFAULT_ENCODER
+    fallback = settings.AUTOCOMPLETE_FALLBACK_ENCODER
+    return fallback if fallback and unavailable_reason(default) else default
+
+
 class UploadForm(forms.Form):
     """Admin upload of a QA file into an existing or a new corpus, with encoders and mode."""
 
@@ -45,7 +54,16 @@ class UploadForm(forms.Form):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.fields["corpus"].queryset = Corpus.objects.all()  # type: ignore[attr-defined]
         self.fields["encoders"].choices = encoder_choices  # type: ignore[attr-defined]
-        self.fields["encoders"].initial = [settings.AUTOCOMPLETE_DEFAULT_ENCODER]
+        self.fields["encoders"].initial = [_initial_encoder()]
+
+    def clean_encoders(self) -> list[str]:
+        from .encoding import unavailable_reason
+
+        keys: list[str] = self.cleaned_data["encoders"]
+        problems = [reason for reason in map(unavailable_reason, keys) if reason]
+        if problems:
+            raise forms.ValidationError(problems)
+        return keys
 
     def clean(self) -> dict[str, object]:
         from .models import Corpus

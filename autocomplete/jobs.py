@@ -19,13 +19,14 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
+from django.db.models import QuerySet
 from django.utils import timezone
 from django_tasks import task
 
 from .indexes import remove_orphan_files
 from .ingest import Plan, ingest_parsed, plan_ingest, reindex
 from .models import Corpus, IngestJob
-from .parsing import ParsedFile, parse_qa_file
+from .parsing import FIELD_ALIASES, ParsedFile, parse_qa_file
 from .uploads import delete_upload, read_upload, remove_stale_uploads, store_upload
 
 logger = logging.getLogger(__name__)
@@ -85,8 +86,7 @@ def preview_of(parsed: ParsedFile, plan: Plan) -> dict[str, Any]:
     """What the admin confirms: format, column mapping, first rows and the counts of changes."""
     return {
         "format": parsed.format,
-        "columns": parsed.columns
-        or {"question": "question (JSON key or alias)", "answer": "answer (JSON key or alias)"},
+        "columns": parsed.columns or _json_columns(),
         "first_rows": [
             {"line": row.line, "question": row.question, "answer": row.answer[:300]}
             for row in parsed.rows[:PREVIEW_ROWS]
@@ -99,6 +99,11 @@ def preview_of(parsed: ParsedFile, plan: Plan) -> dict[str, Any]:
         "rejected_count": len(plan.rejected),
         "rejected": _rejections(plan),
     }
+
+
+def _json_columns() -> dict[str, str]:
+    # JSON objects are matched key by key, each by any alias of the field.
+    return {name: " / ".join(FIELD_ALIASES[name]) for name in ("question", "answer")}
 
 
 def _rejections(plan: Plan) -> list[dict[str, Any]]:
@@ -205,8 +210,8 @@ def execute_job(job_id: int) -> str:
         worker_host=socket.gethostname()[:255],
         worker_pid=os.getpid(),
     )
-    if not claimed:  # cancelled while queued, or already run by another worker
-        return IngestJob.objects.get(pk=job_id).status
+    if not claimed:  # cancelled while queued, run by another worker, or its corpus deleted
+        return IngestJob.objects.filter(pk=job_id).values_list("status", flat=True).first() or "deleted"
     job = IngestJob.objects.get(pk=job_id)
     IngestJob.objects.filter(pk=job_id).update(attempts=job.attempts + 1)
     tracker = ProgressTracker(job)
@@ -335,6 +340,12 @@ def refresh_liveness(job: IngestJob) -> IngestJob:
     return job
 
 
+def refresh_running_jobs(jobs: QuerySet[IngestJob]) -> None:
+    """refresh_liveness() for the running jobs among `jobs`, before a list of them is shown."""
+    for job in jobs.filter(status=Status.RUNNING):
+        refresh_liveness(job)
+
+
 def _worker_alive(job: IngestJob) -> bool:
     if job.worker_host == socket.gethostname() and job.worker_pid:
         try:
@@ -382,7 +393,9 @@ def progress_view(job: IngestJob) -> ProgressView:
     remaining = None
     if job.status == Status.RUNNING and 0.05 < fraction < 1:
         remaining = elapsed * (1 - fraction) / fraction
-    return ProgressView(int(fraction * 100 + 1e-9), round(elapsed, 1), None if remaining is None else round(remaining, 1))
+    return ProgressView(
+        int(fraction * 100 + 1e-9), round(elapsed, 1), None if remaining is None else round(remaining, 1)
+    )
 
 
 # --- housekeeping --------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from django.test import Client
 from django.utils import timezone
 
 from autocomplete import indexes, jobs
+from autocomplete.encoding import encoder_registry
 from autocomplete.models import Corpus, IndexBuild, IngestJob, QAPair
 from autocomplete.search import suggestions_for
 from autocomplete.uploads import store_upload, upload_dir
@@ -87,6 +88,21 @@ def test_progress_is_reported_batch_by_batch(small_corpus: Corpus, settings, mon
     assert jobs.progress_view(job).percent == 100 and job.report["added"] == 40
     assert job.report["duration_seconds"] > 0 and job.stored_file == ""
     assert list(upload_dir().iterdir()) == []  # the upload is gone once ingested
+
+
+@pytest.mark.django_db
+def test_reuploading_embeds_only_changed_questions(small_corpus: Corpus, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    embedded: list[str] = []
+    minilm = encoder_registry().get("minilm")  # the instance jobs use (settings changes renew it)
+    original = minilm.encode
+    monkeypatch.setattr(minilm, "encode", lambda texts, **kw: (embedded.extend(texts), original(texts, **kw))[1])
+    pairs = [(q, a + " (new)") if n < 3 else (q, a) for n, (q, a) in enumerate(SMALL_FAQ)]
+    pairs[5] = ("Is there an app for phones?", SMALL_FAQ[5][1])
+    pairs[6] = ("How can I reach support?", SMALL_FAQ[6][1])
+    job = jobs.confirm_upload(upload_job(small_corpus, pairs, mode="replace"))
+    assert job.status == "succeeded", job.error
+    assert (job.report["added"], job.report["updated"], job.report["removed"]) == (2, 3, 2)
+    assert sorted(embedded) == ["How can I reach support?", "Is there an app for phones?"]
 
 
 @pytest.mark.django_db
@@ -160,14 +176,20 @@ def test_a_failed_job_loses_nothing_and_runs_again(small_corpus: Corpus, monkeyp
 
 
 @pytest.mark.django_db
-def test_a_running_job_whose_worker_is_gone_shows_as_interrupted(small_corpus: Corpus, settings) -> None:  # type: ignore[no-untyped-def]
+def test_a_running_job_whose_worker_is_gone_shows_as_interrupted(
+    small_corpus: Corpus, settings, admin_client: Client
+) -> None:  # type: ignore[no-untyped-def]
     gone = subprocess.Popen(["true"])
     gone.wait()
     job = upload_job(small_corpus, NEW_PAIRS)
     job.status, job.stage, job.worker_pid = "running", "embedded", gone.pid
     job.worker_host, job.heartbeat_at = os.uname().nodename, timezone.now()
     job.save()
-    assert jobs.refresh_liveness(job).status == "interrupted"
+    # The corpus's job history (and the job list) find out, as does the job's own page.
+    history = admin_client.get(f"/admin/autocomplete/corpus/{small_corpus.pk}/change/").content.decode()
+    assert '<td class="job-status-interrupted">Interrupted</td>' in history
+    job.refresh_from_db()
+    assert job.status == "interrupted"
     assert "during 'embedded'" in job.error and "Run the job again" in job.error
     # On another machine only the heartbeat tells.
     IngestJob.objects.filter(pk=job.pk).update(status="running", worker_host="elsewhere", heartbeat_at=timezone.now())
