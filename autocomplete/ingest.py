@@ -127,8 +127,10 @@ def ingest_parsed(
     if progress:
         progress("indexing", 0, 0)
     with transaction.atomic():
-        if corpus.pk is None:
-            corpus.save()
+        corpus = _lock(corpus)
+        # Another job may have changed the corpus while this one embedded: plan again under the
+        # lock. Questions that plan adds beyond the first are embedded by build_index.
+        plan = plan_ingest(corpus, parsed, mode=mode)
         _apply(corpus, plan)
         for position, encoder in enumerate(encoders):
             live = IndexBuild.objects.filter(corpus=corpus, encoder=encoder.spec.key, is_active=True)
@@ -165,6 +167,21 @@ def reindex(corpus: Corpus, *, encoder_key: str | None = None,
                 progress=progress)
     with transaction.atomic():
         return build_index(corpus, encoder, progress=progress)
+
+
+def _lock(corpus: Corpus) -> Corpus:
+    """Hold the corpus against other writers until the transaction ends; create it if new.
+
+    On SQLite, BEGIN IMMEDIATE (settings) already serialises writers; elsewhere the row lock does.
+    A corpus created by another job since this one was planned is used, not created twice.
+    """
+    if corpus.pk is None:
+        existing = Corpus.objects.select_for_update().filter(slug=corpus.slug).first()
+        if existing is None:
+            corpus.save()
+            return corpus
+        return existing
+    return Corpus.objects.select_for_update().get(pk=corpus.pk)
 
 
 def _encoder(corpus: Corpus, encoder_key: str | None) -> Encoder:

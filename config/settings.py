@@ -73,7 +73,10 @@ DATABASES = {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": os.environ.get("AUTOCOMPLETE_DATABASE_PATH", str(VAR_DIR / "db.sqlite3")),
         # WAL lets readers keep answering while an ingest holds the write lock.
-        "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL;", "timeout": 30},
+        # IMMEDIATE takes the write lock when a transaction begins, so concurrent ingest jobs
+        # queue up instead of failing on a stale snapshot.
+        "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL;", "timeout": 30,
+                    "transaction_mode": "IMMEDIATE"},
     }
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

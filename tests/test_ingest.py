@@ -175,3 +175,37 @@ def test_reindex_command(small_corpus: Corpus) -> None:
     assert IndexBuild.objects.filter(corpus=small_corpus).count() == 2
     with pytest.raises(CommandError, match="Unknown corpus"):
         call_command("reindex", "nope")
+
+
+def test_an_ingest_landing_while_another_embeds_is_not_lost_or_duplicated(small_corpus: Corpus) -> None:
+    """Two jobs on one corpus: the later commit plans again and neither fails on a duplicate."""
+    shared = ("Do you offer refunds?", "Within 30 days.")
+    other = parsed([shared, ("Can I pay by invoice?", "Yes, for annual plans.")])
+    landed: list[str] = []
+
+    def other_job_lands_meanwhile(stage: str, done: int, total: int) -> None:
+        if stage == "embedded" and not landed:
+            landed.append(ingest_parsed(small_corpus, other, encoder_key="minilm").summary())
+
+    report = ingest_parsed(small_corpus, parsed([shared, ("Is there a free trial?", "14 days.")]),
+                           encoder_key="minilm", progress=other_job_lands_meanwhile)
+    assert landed == ["2 added, 0 updated, 0 unchanged, 0 removed, 0 rejected"]
+    # Planned before the other job landed, applied after it: the shared question is no longer new.
+    assert (report.added, report.unchanged) == (1, 1)
+    questions = list(QAPair.objects.filter(corpus=small_corpus).values_list("question", flat=True))
+    assert len(questions) == 13 and questions.count(shared[0]) == 1
+    assert IndexBuild.objects.get(corpus=small_corpus, is_active=True).vector_count == 13
+
+
+def test_a_corpus_created_by_another_ingest_meanwhile_is_used_not_created_twice(
+    db: None, minilm: Encoder
+) -> None:
+    def same_slug_lands_meanwhile(stage: str, done: int, total: int) -> None:
+        if stage == "embedded" and not Corpus.objects.filter(slug="new").exists():
+            ingest_parsed(Corpus(name="New", slug="new", default_encoder="minilm"), parsed(SMALL_FAQ[:2]),
+                          encoder_key="minilm")
+
+    report = ingest_parsed(Corpus(name="New", slug="new", default_encoder="minilm"), parsed(SMALL_FAQ[:3]),
+                           encoder_key="minilm", progress=same_slug_lands_meanwhile)
+    assert (report.added, report.unchanged) == (1, 2)
+    assert Corpus.objects.get(slug="new").pairs.count() == 3
