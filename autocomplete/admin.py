@@ -187,7 +187,8 @@ class IngestJobAdmin(admin.ModelAdmin):
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
-            "title": str(job),
+            # The status lives in the polled progress panel; a static title would go stale.
+            "title": f"{job.get_kind_display()} #{job.pk} → {job.corpus_label}",
             "job": job,
             "progress": jobs.progress_view(job),
             "can_control": _can_control(request),
