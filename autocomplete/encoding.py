@@ -25,9 +25,7 @@ logger = logging.getLogger(__name__)
 @functools.cache
 def encoder_registry() -> EncoderRegistry:
     """One registry per process, so each model loads once."""
-    specs = specs_from_settings(
-        settings.AUTOCOMPLETE_ENCODERS, default_backend=settings.AUTOCOMPLETE_ENCODER_BACKEND
-    )
+    specs = specs_from_settings(settings.AUTOCOMPLETE_ENCODERS, default_backend=settings.AUTOCOMPLETE_ENCODER_BACKEND)
     return EncoderRegistry(
         specs,
         allow_download=settings.AUTOCOMPLETE_ALLOW_DOWNLOAD,

@@ -106,8 +106,12 @@ def build_space(encoder: Encoder, corpus: EvalCorpus, *, cache_dir: Path | None)
     vectors = corpus_vectors(encoder, corpus.questions, cache_dir=cache_dir)
     ids = list(range(len(corpus.questions)))
     index = VectorIndex.build(
-        vectors, ids, encoder=encoder.spec.key, dimension=encoder.spec.dimension,
-        ann_threshold=settings.AUTOCOMPLETE_ANN_THRESHOLD, hnsw=hnsw_options(),
+        vectors,
+        ids,
+        encoder=encoder.spec.key,
+        dimension=encoder.spec.dimension,
+        ann_threshold=settings.AUTOCOMPLETE_ANN_THRESHOLD,
+        hnsw=hnsw_options(),
     )
     return SearchSpace(index, zip(ids, corpus.questions, corpus.answers, [""] * len(ids), strict=True))
 
@@ -143,6 +147,7 @@ def evaluate(
     reciprocal = dict.fromkeys(fractions, 0.0)
     keystrokes = 0.0
     for done, query in enumerate(queries, start=1):
+
         def ranks(prefix: str, query: EvalQuery = query) -> list[int]:
             ranked = rank(space, prefix, embed=embed, k=k, method=method)
             return [r for r, s in enumerate(ranked, start=1) if s.id in query.targets]
@@ -151,9 +156,7 @@ def evaluate(
             found = ranks(cut(query.text, fraction))
             hits[fraction] += bool(found)
             reciprocal[fraction] += 1.0 / found[0] if found else 0.0
-        keystrokes += next(
-            (n / len(query.text) for n in range(1, len(query.text) + 1) if ranks(query.text[:n])), 1.0
-        )
+        keystrokes += next((n / len(query.text) for n in range(1, len(query.text) + 1) if ranks(query.text[:n])), 1.0)
         if progress:
             progress(done, len(queries))
     n = max(1, len(queries))

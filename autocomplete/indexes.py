@@ -40,8 +40,7 @@ def index_dir() -> Path:
 
 def hnsw_options() -> HNSWOptions:
     options = settings.AUTOCOMPLETE_HNSW
-    return HNSWOptions(m=options["M"], ef_construction=options["EF_CONSTRUCTION"],
-                       ef_search=options["EF_SEARCH"])
+    return HNSWOptions(m=options["M"], ef_construction=options["EF_CONSTRUCTION"], ef_search=options["EF_SEARCH"])
 
 
 # --- embeddings ------------------------------------------------------------------------------
@@ -52,9 +51,7 @@ def embedding_key(encoder: Encoder) -> str:
     return f"{encoder.spec.key}:{encoder.backend_label}"
 
 
-def embed_texts(
-    encoder: Encoder, texts: Sequence[str], *, progress: Progress | None = None
-) -> np.ndarray:
+def embed_texts(encoder: Encoder, texts: Sequence[str], *, progress: Progress | None = None) -> np.ndarray:
     """Vectors for `texts`, reusing stored ones (by encoder + text hash) and storing new ones."""
     key = embedding_key(encoder)
     hashes = [text_sha256(text) for text in texts]
@@ -70,8 +67,7 @@ def embed_texts(
     done = len(texts) - len(items)
     for start in range(0, len(items), batch):
         chunk_items = items[start : start + batch]
-        vectors = encoder.encode([text for _, text in chunk_items],
-                                 batch_size=settings.AUTOCOMPLETE_EMBED_BATCH_SIZE)
+        vectors = encoder.encode([text for _, text in chunk_items], batch_size=settings.AUTOCOMPLETE_EMBED_BATCH_SIZE)
         new_rows = [
             StoredEmbedding(encoder=key, text_sha256=h, vector=vector.tobytes())
             for (h, _), vector in zip(chunk_items, vectors, strict=True)
@@ -91,9 +87,7 @@ def embed_texts(
 # --- builds ----------------------------------------------------------------------------------
 
 
-def build_index(
-    corpus: Corpus, encoder: Encoder, *, progress: Progress | None = None
-) -> IndexBuild:
+def build_index(corpus: Corpus, encoder: Encoder, *, progress: Progress | None = None) -> IndexBuild:
     """Build, verify and make live an index of the corpus's current pairs.
 
     Call inside `transaction.atomic()` together with the pair changes it reflects, so the pairs
@@ -106,8 +100,12 @@ def build_index(
     vectors = embed_texts(encoder, [question for _, question in pairs], progress=progress)
     spec = encoder.spec
     index = VectorIndex.build(
-        vectors, ids, encoder=spec.key, dimension=spec.dimension,
-        ann_threshold=settings.AUTOCOMPLETE_ANN_THRESHOLD, hnsw=hnsw_options(),
+        vectors,
+        ids,
+        encoder=spec.key,
+        dimension=spec.dimension,
+        ann_threshold=settings.AUTOCOMPLETE_ANN_THRESHOLD,
+        hnsw=hnsw_options(),
     )
     file_name = f"{corpus.slug}--{spec.key}--{uuid.uuid4().hex[:12]}.faiss"
     path = index_dir() / file_name
@@ -119,8 +117,14 @@ def build_index(
     if progress:
         progress("indexed", len(ids), len(ids))
     build = activate_build(
-        corpus, encoder=spec.key, file_name=file_name, kind=index.kind, vector_count=len(ids),
-        dimension=spec.dimension, checksum=checksum, build_seconds=time.perf_counter() - started,
+        corpus,
+        encoder=spec.key,
+        file_name=file_name,
+        kind=index.kind,
+        vector_count=len(ids),
+        dimension=spec.dimension,
+        checksum=checksum,
+        build_seconds=time.perf_counter() - started,
     )
     logger.info("Index %s live: %d vectors (%s)", file_name, len(ids), index.kind)
     return build
@@ -129,9 +133,7 @@ def build_index(
 def activate_build(corpus: Corpus, *, encoder: str, **fields: object) -> IndexBuild:
     """Record a verified index file and make it the live one for (corpus, encoder)."""
     with transaction.atomic():
-        IndexBuild.objects.filter(corpus=corpus, encoder=encoder, is_active=True).update(
-            is_active=False
-        )
+        IndexBuild.objects.filter(corpus=corpus, encoder=encoder, is_active=True).update(is_active=False)
         build = IndexBuild.objects.create(corpus=corpus, encoder=encoder, is_active=True, **fields)
     transaction.on_commit(lambda: _prune_superseded(corpus.pk, encoder))
     transaction.on_commit(invalidate_catalog)
@@ -171,7 +173,9 @@ def remove_orphan_files(*, min_age_seconds: float = ORPHAN_AGE_SECONDS) -> list[
 def load_build_index(build: LiveBuild) -> VectorIndex:
     """Read a live build's file, checking it is the one the database recorded."""
     index = VectorIndex.load(
-        index_dir() / build.file_name, encoder=build.encoder, dimension=build.dimension,
+        index_dir() / build.file_name,
+        encoder=build.encoder,
+        dimension=build.dimension,
         ef_search=hnsw_options().ef_search,
     )
     if index.count != build.vector_count:
@@ -248,8 +252,11 @@ def _read_catalog() -> Catalog:
         live.setdefault(build["corpus_id"], {})[build["encoder"]] = LiveBuild(**build)
     corpora = {
         corpus.slug: CorpusEntry(
-            id=corpus.pk, slug=corpus.slug, name=corpus.name,
-            default_encoder=corpus.default_encoder, live=live.get(corpus.pk, {}),
+            id=corpus.pk,
+            slug=corpus.slug,
+            name=corpus.name,
+            default_encoder=corpus.default_encoder,
+            live=live.get(corpus.pk, {}),
         )
         for corpus in Corpus.objects.order_by("name")
     }

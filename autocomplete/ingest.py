@@ -136,12 +136,17 @@ def ingest_parsed(
             live = IndexBuild.objects.filter(corpus=corpus, encoder=encoder.spec.key, is_active=True)
             if plan.changes_pairs or not live.exists():
                 count = QAPair.objects.filter(corpus=corpus).count()
-                builds.append(build_index(corpus, encoder,
-                                          progress=_scaled(progress, position, len(encoders), count)))
+                builds.append(build_index(corpus, encoder, progress=_scaled(progress, position, len(encoders), count)))
     report = IngestReport(
-        corpus=corpus.slug, encoders=[encoder.spec.key for encoder in encoders], format=parsed.format,
-        added=len(plan.to_add), updated=len(plan.to_update), unchanged=plan.unchanged,
-        removed=len(plan.to_remove), rejected=plan.rejected, index_builds=builds,
+        corpus=corpus.slug,
+        encoders=[encoder.spec.key for encoder in encoders],
+        format=parsed.format,
+        added=len(plan.to_add),
+        updated=len(plan.to_update),
+        unchanged=plan.unchanged,
+        removed=len(plan.to_remove),
+        rejected=plan.rejected,
+        index_builds=builds,
     )
     logger.info("Ingest into %s: %s", corpus.slug, report.summary())
     return report
@@ -159,12 +164,12 @@ def _scaled(progress: Progress | None, position: int, parts: int, size: int) -> 
     return scaled
 
 
-def reindex(corpus: Corpus, *, encoder_key: str | None = None,
-            progress: Progress | None = None) -> IndexBuild:
+def reindex(corpus: Corpus, *, encoder_key: str | None = None, progress: Progress | None = None) -> IndexBuild:
     """Rebuild the corpus's index for one encoder from its current pairs."""
     encoder = _encoder(corpus, encoder_key)
-    embed_texts(encoder, list(QAPair.objects.filter(corpus=corpus).values_list("question", flat=True)),
-                progress=progress)
+    embed_texts(
+        encoder, list(QAPair.objects.filter(corpus=corpus).values_list("question", flat=True)), progress=progress
+    )
     with transaction.atomic():
         return build_index(corpus, encoder, progress=progress)
 
@@ -197,8 +202,16 @@ def _apply(corpus: Corpus, plan: Plan) -> None:
     updates = []
     now = timezone.now()  # bulk_update skips auto_now
     for pk, row in plan.to_update:
-        pair = QAPair(pk=pk, corpus=corpus, question=row.question, answer=row.answer, url=row.url,
-                      tags=row.tags, normalised_question=row.normalised_question, updated_at=now)
+        pair = QAPair(
+            pk=pk,
+            corpus=corpus,
+            question=row.question,
+            answer=row.answer,
+            url=row.url,
+            tags=row.tags,
+            normalised_question=row.normalised_question,
+            updated_at=now,
+        )
         pair.external_id = row.external_id
         updates.append(pair)
     fields = ["question", "normalised_question", "answer", "url", "tags", "updated_at", "external_id"]
@@ -210,9 +223,15 @@ def _apply(corpus: Corpus, plan: Plan) -> None:
         QAPair.objects.bulk_update(without_id, fields[:-1], batch_size=500)
     QAPair.objects.bulk_create(
         [
-            QAPair(corpus=corpus, external_id=row.external_id, question=row.question,
-                   normalised_question=normalise_question(row.question), answer=row.answer,
-                   url=row.url, tags=row.tags)
+            QAPair(
+                corpus=corpus,
+                external_id=row.external_id,
+                question=row.question,
+                normalised_question=normalise_question(row.question),
+                answer=row.answer,
+                url=row.url,
+                tags=row.tags,
+            )
             for row in plan.to_add
         ],
         batch_size=500,

@@ -59,9 +59,7 @@ class QAPair(models.Model):
         ordering = ["id"]
         verbose_name = "QA pair"
         constraints = [
-            models.UniqueConstraint(
-                fields=["corpus", "normalised_question"], name="unique_question_per_corpus"
-            ),
+            models.UniqueConstraint(fields=["corpus", "normalised_question"], name="unique_question_per_corpus"),
             models.UniqueConstraint(
                 fields=["corpus", "external_id"],
                 condition=~Q(external_id=""),
@@ -86,9 +84,7 @@ class StoredEmbedding(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["encoder", "text_sha256"], name="unique_embedding")
-        ]
+        constraints = [models.UniqueConstraint(fields=["encoder", "text_sha256"], name="unique_embedding")]
 
     def __str__(self) -> str:
         return f"{self.encoder}:{self.text_sha256[:12]}"
@@ -143,7 +139,11 @@ class IngestJob(models.Model):
 
     kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.UPLOAD)
     corpus = models.ForeignKey(
-        Corpus, on_delete=models.CASCADE, null=True, blank=True, related_name="jobs",
+        Corpus,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="jobs",
         help_text="Empty until a job for a new corpus has created it.",
     )
     new_corpus_name = models.CharField(max_length=200, blank=True)
@@ -170,9 +170,7 @@ class IngestJob(models.Model):
     worker_host = models.CharField(max_length=255, blank=True)
     worker_pid = models.PositiveIntegerField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
-    created_by = models.ForeignKey(
-        "auth.User", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
-    )
+    created_by = models.ForeignKey("auth.User", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -28,8 +28,7 @@ FIELD_ALIASES: dict[str, tuple[str, ...]] = {
     "tags": ("tags", "tag", "labels", "categories"),
 }
 FORMATS = ("csv", "tsv", "json", "jsonl")
-_EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".json": "json", ".jsonl": "jsonl",
-               ".ndjson": "jsonl"}
+_EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
 
 class ParseError(ValueError):
@@ -89,9 +88,7 @@ def decode_text(data: bytes) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise ParseError(
-            f"The file is not valid UTF-8 (first bad byte on line {line}); save it as UTF-8."
-        ) from exc
+        raise ParseError(f"The file is not valid UTF-8 (first bad byte on line {line}); save it as UTF-8.") from exc
 
 
 def detect_format(text: str, filename: str = "") -> str:

@@ -119,7 +119,11 @@ def rank(
             ranked = semantic_rank(nearest, k=k, lexical=space.lexical)
         else:
             ranked = hybrid_rank(
-                query, semantic=nearest, lexical=space.lexical, k=k, params=params,
+                query,
+                semantic=nearest,
+                lexical=space.lexical,
+                k=k,
+                params=params,
                 similarity=lambda ids: space.index.similarities(vector, ids),
             )
     return [space.suggestion(pk, score) for pk, score in ranked if pk in space.position]
@@ -179,8 +183,8 @@ def _load_space(build: LiveBuild) -> SearchSpace:
         index = load_build_index(build)
     except (IndexFileError, IndexMismatchError) as exc:
         raise IndexUnavailableError(f"The index for this corpus cannot be loaded: {exc}") from exc
-    rows = QAPair.objects.filter(corpus_id=build.corpus_id).order_by("id").values_list(
-        "id", "question", "answer", "url"
+    rows = (
+        QAPair.objects.filter(corpus_id=build.corpus_id).order_by("id").values_list("id", "question", "answer", "url")
     )
     return SearchSpace(index, rows.iterator(chunk_size=2000))
 
@@ -213,15 +217,11 @@ def resolve_encoder(entry: CorpusEntry, key: str | None) -> tuple[str, bool]:
         return key, False
     serving = entry.serving_encoder(settings.AUTOCOMPLETE_FALLBACK_ENCODER)
     if serving is None:
-        raise IndexUnavailableError(
-            f"Corpus '{entry.slug}' has no index yet: run `manage.py ingest` or reindex it."
-        )
+        raise IndexUnavailableError(f"Corpus '{entry.slug}' has no index yet: run `manage.py ingest` or reindex it.")
     return serving, serving != entry.default_encoder
 
 
-def suggestions_for(
-    query: str, *, corpus: str | None = None, k: int = 5, encoder: str | None = None
-) -> SuggestResult:
+def suggestions_for(query: str, *, corpus: str | None = None, k: int = 5, encoder: str | None = None) -> SuggestResult:
     """Suggestions for what the visitor has typed so far."""
     started = time.perf_counter()
     entry = resolve_corpus(corpus)

@@ -40,9 +40,7 @@ def _page_context(form: SuggestForm) -> dict[str, Any]:
 
 def _suggest(form: SuggestForm) -> SuggestResult:
     data = form.cleaned_data
-    return suggestions_for(
-        data["q"], corpus=data["corpus"] or None, k=data["k"], encoder=data["encoder"] or None
-    )
+    return suggestions_for(data["q"], corpus=data["corpus"] or None, k=data["k"], encoder=data["encoder"] or None)
 
 
 @require_GET

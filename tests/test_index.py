@@ -20,8 +20,7 @@ def unit_vectors(n: int, dim: int = 384, seed: int = 0) -> np.ndarray:
 def build(n: int = 50, *, ann_threshold: int = 1000, encoder: str = "minilm") -> tuple[VectorIndex, np.ndarray]:
     vectors = unit_vectors(n)
     ids = np.arange(100, 100 + n)
-    return VectorIndex.build(vectors, ids, encoder=encoder, dimension=384,
-                             ann_threshold=ann_threshold), vectors
+    return VectorIndex.build(vectors, ids, encoder=encoder, dimension=384, ann_threshold=ann_threshold), vectors
 
 
 def test_search_finds_each_vector_by_its_id() -> None:
@@ -92,17 +91,14 @@ def test_index_refuses_another_encoder_or_dimension(tmp_path: Path) -> None:
     with pytest.raises(IndexMismatchError, match="expected 768"):
         VectorIndex.load(path, dimension=768)
     with pytest.raises(IndexMismatchError, match=r"shape \(n, 384\)"):
-        VectorIndex.build(unit_vectors(3, dim=768), [1, 2, 3], encoder="x", dimension=384,
-                          ann_threshold=10)
+        VectorIndex.build(unit_vectors(3, dim=768), [1, 2, 3], encoder="x", dimension=384, ann_threshold=10)
     with pytest.raises(IndexMismatchError, match=r"shape \(n, 384\)"):
         index.search(np.ones(768, dtype=np.float32), 3)
     with pytest.raises(IndexMismatchError, match="unique"):
         VectorIndex.build(unit_vectors(2), [1, 1], encoder="x", dimension=384, ann_threshold=10)
 
 
-def test_atomic_save_keeps_the_old_file_when_the_write_fails(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_atomic_save_keeps_the_old_file_when_the_write_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     old, _ = build(10)
     path = tmp_path / "live.faiss"
     old.save(path)
@@ -124,10 +120,9 @@ def test_large_corpora_get_an_approximate_index_with_good_recall(tmp_path: Path)
     assert index.kind == "hnsw"
     exact, _ = build(600, ann_threshold=10_000)
     queries = unit_vectors(20, seed=1)
-    recall = np.mean([
-        len({i for i, _ in index.search(q, 10)} & {i for i, _ in exact.search(q, 10)}) / 10
-        for q in queries
-    ])
+    recall = np.mean(
+        [len({i for i, _ in index.search(q, 10)} & {i for i, _ in exact.search(q, 10)}) / 10 for q in queries]
+    )
     assert recall >= 0.9
     path = tmp_path / "h.faiss"
     index.save(path)
@@ -138,6 +133,5 @@ def test_large_corpora_get_an_approximate_index_with_good_recall(tmp_path: Path)
 
 
 def test_empty_index_answers_nothing() -> None:
-    index = VectorIndex.build(np.zeros((0, 384), np.float32), [], encoder="m", dimension=384,
-                              ann_threshold=10)
+    index = VectorIndex.build(np.zeros((0, 384), np.float32), [], encoder="m", dimension=384, ann_threshold=10)
     assert index.search(unit_vectors(1)[0], 5) == []

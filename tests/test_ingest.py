@@ -96,12 +96,12 @@ def test_a_failed_build_leaves_pairs_and_live_index_intact(
     assert result.suggestions[0].question == "How do I cancel my subscription?"
 
 
-def test_superseded_files_are_pruned_and_orphans_removed(small_corpus: Corpus,
-                                                         django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
+def test_superseded_files_are_pruned_and_orphans_removed(
+    small_corpus: Corpus, django_capture_on_commit_callbacks
+) -> None:  # type: ignore[no-untyped-def]
     for extra in range(4):
         with django_capture_on_commit_callbacks(execute=True):
-            ingest_parsed(small_corpus, parsed([*SMALL_FAQ, (f"Extra question {extra}?", "x")]),
-                          encoder_key="minilm")
+            ingest_parsed(small_corpus, parsed([*SMALL_FAQ, (f"Extra question {extra}?", "x")]), encoder_key="minilm")
     builds = IndexBuild.objects.filter(corpus=small_corpus)
     assert builds.filter(is_active=True).count() == 1
     assert builds.count() == 1 + indexes.KEEP_SUPERSEDED_FILES
@@ -113,8 +113,7 @@ def test_superseded_files_are_pruned_and_orphans_removed(small_corpus: Corpus,
     assert sorted(p.name for p in indexes.index_dir().iterdir()) == files
 
 
-def test_deleting_a_corpus_deletes_its_index_files(small_corpus: Corpus,
-                                                  django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
+def test_deleting_a_corpus_deletes_its_index_files(small_corpus: Corpus, django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
     assert any(indexes.index_dir().iterdir())
     with django_capture_on_commit_callbacks(execute=True):
         small_corpus.delete()
@@ -123,9 +122,11 @@ def test_deleting_a_corpus_deletes_its_index_files(small_corpus: Corpus,
 
 def test_ingest_command_reports_counts_and_rejected_lines(db: None, minilm: Encoder, tmp_path: Path) -> None:
     source = tmp_path / "faq.jsonl"
-    source.write_text('{"question": "How do I pay?", "answer": "By card."}\n'
-                      '{"question": "", "answer": "orphan"}\n'
-                      '{"question": "Refunds?", "answer": "30 days", "url": "https://x.example/r"}\n')
+    source.write_text(
+        '{"question": "How do I pay?", "answer": "By card."}\n'
+        '{"question": "", "answer": "orphan"}\n'
+        '{"question": "Refunds?", "answer": "30 days", "url": "https://x.example/r"}\n'
+    )
     out = io.StringIO()
     call_command("ingest", str(source), "--corpus", "shop", "--encoder", "minilm", stdout=out)
     text = out.getvalue()
@@ -153,8 +154,13 @@ def test_ingest_command_errors(db: None, tmp_path: Path) -> None:
     assert not Corpus.objects.filter(slug="x").exists()
 
 
-def test_default_encoder_falls_back_openly(db: None, minilm: Encoder, settings, tmp_path: Path,  # type: ignore[no-untyped-def]
-                                           caplog: pytest.LogCaptureFixture) -> None:
+def test_default_encoder_falls_back_openly(
+    db: None,
+    minilm: Encoder,
+    settings,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     settings.AUTOCOMPLETE_DEFAULT_ENCODER = "ivysaur"
     source = tmp_path / "faq.csv"
     source.write_bytes(faq_csv())
@@ -187,8 +193,12 @@ def test_an_ingest_landing_while_another_embeds_is_not_lost_or_duplicated(small_
         if stage == "embedded" and not landed:
             landed.append(ingest_parsed(small_corpus, other, encoder_key="minilm").summary())
 
-    report = ingest_parsed(small_corpus, parsed([shared, ("Is there a free trial?", "14 days.")]),
-                           encoder_key="minilm", progress=other_job_lands_meanwhile)
+    report = ingest_parsed(
+        small_corpus,
+        parsed([shared, ("Is there a free trial?", "14 days.")]),
+        encoder_key="minilm",
+        progress=other_job_lands_meanwhile,
+    )
     assert landed == ["2 added, 0 updated, 0 unchanged, 0 removed, 0 rejected"]
     # Planned before the other job landed, applied after it: the shared question is no longer new.
     assert (report.added, report.unchanged) == (1, 1)
@@ -197,15 +207,18 @@ def test_an_ingest_landing_while_another_embeds_is_not_lost_or_duplicated(small_
     assert IndexBuild.objects.get(corpus=small_corpus, is_active=True).vector_count == 13
 
 
-def test_a_corpus_created_by_another_ingest_meanwhile_is_used_not_created_twice(
-    db: None, minilm: Encoder
-) -> None:
+def test_a_corpus_created_by_another_ingest_meanwhile_is_used_not_created_twice(db: None, minilm: Encoder) -> None:
     def same_slug_lands_meanwhile(stage: str, done: int, total: int) -> None:
         if stage == "embedded" and not Corpus.objects.filter(slug="new").exists():
-            ingest_parsed(Corpus(name="New", slug="new", default_encoder="minilm"), parsed(SMALL_FAQ[:2]),
-                          encoder_key="minilm")
+            ingest_parsed(
+                Corpus(name="New", slug="new", default_encoder="minilm"), parsed(SMALL_FAQ[:2]), encoder_key="minilm"
+            )
 
-    report = ingest_parsed(Corpus(name="New", slug="new", default_encoder="minilm"), parsed(SMALL_FAQ[:3]),
-                           encoder_key="minilm", progress=same_slug_lands_meanwhile)
+    report = ingest_parsed(
+        Corpus(name="New", slug="new", default_encoder="minilm"),
+        parsed(SMALL_FAQ[:3]),
+        encoder_key="minilm",
+        progress=same_slug_lands_meanwhile,
+    )
     assert (report.added, report.unchanged) == (1, 2)
     assert Corpus.objects.get(slug="new").pairs.count() == 3

@@ -35,8 +35,7 @@ def test_csv_with_all_fields_and_multiline_answers() -> None:
 )
 def test_header_aliases_and_sniffed_delimiters(header: str, sep: str) -> None:
     parsed = parse(f"{header}\nWhat is it?{sep}A thing\nWho made it?{sep}A team\n")
-    assert [(r.question, r.answer) for r in parsed.rows] == [("What is it?", "A thing"),
-                                                            ("Who made it?", "A team")]
+    assert [(r.question, r.answer) for r in parsed.rows] == [("What is it?", "A thing"), ("Who made it?", "A team")]
 
 
 def test_tsv_by_extension() -> None:
@@ -52,13 +51,16 @@ def test_utf8_bom_is_accepted() -> None:
 
 
 def test_json_array_reports_line_numbers() -> None:
-    items = [{"question": "One?", "answer": "1"}, {"question": "", "answer": "x"}, "junk",
-             {"q": "Two?", "a": "2", "tags": ["x", "y"], "id": 7}]
+    items = [
+        {"question": "One?", "answer": "1"},
+        {"question": "", "answer": "x"},
+        "junk",
+        {"q": "Two?", "a": "2", "tags": ["x", "y"], "id": 7},
+    ]
     text = json.dumps(items, indent=2)
     parsed = parse(text, filename="f.json")
     assert parsed.format == "json"
-    assert [(r.question, r.tags, r.external_id) for r in parsed.rows] == [("One?", "", ""),
-                                                                           ("Two?", "x|y", "7")]
+    assert [(r.question, r.tags, r.external_id) for r in parsed.rows] == [("One?", "", ""), ("Two?", "x|y", "7")]
     lines = text.splitlines()
     rejected = {r.line: r.reason for r in parsed.rejected}
     assert set(rejected.values()) == {"question is empty", "not a JSON object"}
@@ -71,7 +73,9 @@ def test_jsonl_with_a_broken_line() -> None:
     parsed = parse('{"question": "A?", "answer": "a"}\n\n{"question": "B?"\n[1]\n', filename="f.jsonl")
     assert [r.question for r in parsed.rows] == ["A?"]
     assert [(r.line, r.reason.split(" (")[0]) for r in parsed.rejected] == [
-        (3, "invalid JSON"), (4, "not a JSON object")]
+        (3, "invalid JSON"),
+        (4, "not a JSON object"),
+    ]
 
 
 def test_format_detected_from_content_when_extension_is_unknown() -> None:

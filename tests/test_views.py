@@ -34,8 +34,9 @@ def test_json_shape_and_relevance(client: Client, small_corpus: Corpus) -> None:
     assert scores == sorted(scores, reverse=True)
 
 
-def test_empty_query_never_touches_the_encoder(client: Client, small_corpus: Corpus,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_empty_query_never_touches_the_encoder(
+    client: Client, small_corpus: Corpus, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def refuse(key: str) -> None:
         raise AssertionError("encoder used for an empty query")
 
@@ -58,8 +59,9 @@ def test_empty_query_never_touches_the_encoder(client: Client, small_corpus: Cor
         ({"q": "x", "corpus": "not a slug!"}, 400, "corpus: "),
     ],
 )
-def test_bad_requests_get_json_errors(client: Client, small_corpus: Corpus, params: dict[str, str],
-                                      status: int, message: str) -> None:
+def test_bad_requests_get_json_errors(
+    client: Client, small_corpus: Corpus, params: dict[str, str], status: int, message: str
+) -> None:
     response = client.get("/api/suggest", params)
     assert response.status_code == status
     assert response["Content-Type"] == "application/json"
@@ -109,8 +111,7 @@ def test_corpus_without_any_index_is_503(client: Client, db: None) -> None:
     assert "has no index yet" in response.json()["error"]
 
 
-def test_unloadable_encoder_is_503(client: Client, small_corpus: Corpus,
-                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unloadable_encoder_is_503(client: Client, small_corpus: Corpus, monkeypatch: pytest.MonkeyPatch) -> None:
     def unavailable(key: str) -> None:
         raise EncoderUnavailableError("weights gone")
 
@@ -125,16 +126,21 @@ def test_identical_question_texts_are_never_suggested_twice(minilm) -> None:  # 
     index = VectorIndex.build(vectors, [1, 2, 3, 4], encoder="minilm", dimension=384, ann_threshold=100)
     space = SearchSpace(index, [(i + 1, q, "a", "") for i, q in enumerate(questions)])
     suggestions = rank(space, "refund", embed=lambda text: minilm.encode([text])[0], k=4, method="semantic")
-    assert [s.question for s in suggestions].count("What is a refund?") + [
-        s.question for s in suggestions].count("what is a refund") == 1
+    assert [s.question for s in suggestions].count("What is a refund?") + [s.question for s in suggestions].count(
+        "what is a refund"
+    ) == 1
     assert len(suggestions) == 3
 
 
 def test_partial_escapes_html(client: Client, db: None) -> None:
     corpus = Corpus.objects.create(name="XSS", slug="xss", default_encoder="minilm")
-    ingest_parsed(corpus, parse_qa_file(
-        b'question,answer\n"How do I use <script>alert(1)</script> tags?","Never <b>trust</b> input"\n',
-        filename="f.csv"))
+    ingest_parsed(
+        corpus,
+        parse_qa_file(
+            b'question,answer\n"How do I use <script>alert(1)</script> tags?","Never <b>trust</b> input"\n',
+            filename="f.csv",
+        ),
+    )
     response = client.get("/suggest", {"q": "script tags"}, headers={"HX-Request": "true"})
     html = response.content.decode()
     assert response.status_code == 200

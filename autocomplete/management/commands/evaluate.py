@@ -41,17 +41,27 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--corpus-csv", type=Path, required=True)
         parser.add_argument("--queries-csv", type=Path, required=True)
-        parser.add_argument("--distractors-csv", type=Path, action="append", default=[],
-                            help="Adds its questions to the corpus; never a target. Repeatable.")
+        parser.add_argument(
+            "--distractors-csv",
+            type=Path,
+            action="append",
+            default=[],
+            help="Adds its questions to the corpus; never a target. Repeatable.",
+        )
         parser.add_argument("--encoder", default=None, help="Encoder key (default: AUTOCOMPLETE_DEFAULT_ENCODER).")
         parser.add_argument("--k", type=int, default=5)
         parser.add_argument("--split", choices=["all", "dev", "test"], default="all")
         parser.add_argument("--fractions", default=",".join(str(f) for f in DEFAULT_FRACTIONS))
-        parser.add_argument("--baselines", action="store_true",
-                            help="Also measure plain semantic and plain lexical ranking.")
+        parser.add_argument(
+            "--baselines", action="store_true", help="Also measure plain semantic and plain lexical ranking."
+        )
         parser.add_argument("--json", action="store_true", help="One JSON object on stdout.")
-        parser.add_argument("--cache-dir", type=Path, default=None,
-                            help="Where corpus embeddings are cached (default: VAR_DIR/eval-cache).")
+        parser.add_argument(
+            "--cache-dir",
+            type=Path,
+            default=None,
+            help="Where corpus embeddings are cached (default: VAR_DIR/eval-cache).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if not 1 <= options["k"] <= settings.AUTOCOMPLETE_MAX_K:
@@ -70,12 +80,24 @@ class Command(BaseCommand):
         space = build_space(encoder, corpus, cache_dir=cache_dir)
         methods = ["hybrid", "semantic", "lexical"] if options["baselines"] else ["hybrid"]
         results = {
-            method: evaluate(space, encoder, queries, k=options["k"], fractions=fractions, method=method,
-                             progress=stderr_progress(method))
+            method: evaluate(
+                space,
+                encoder,
+                queries,
+                k=options["k"],
+                fractions=fractions,
+                method=method,
+                progress=stderr_progress(method),
+            )
             for method in methods
         }
-        report: dict[str, Any] = {"encoder": key, "k": options["k"], "n_queries": len(queries),
-                                  "n_corpus": len(corpus.questions), **results["hybrid"]}
+        report: dict[str, Any] = {
+            "encoder": key,
+            "k": options["k"],
+            "n_queries": len(queries),
+            "n_corpus": len(corpus.questions),
+            **results["hybrid"],
+        }
         if options["baselines"]:
             report["baselines"] = {"semantic": results["semantic"], "lexical": results["lexical"]}
             report["lexical_baseline"] = LEXICAL_BASELINE
@@ -94,7 +116,8 @@ class Command(BaseCommand):
         for method, result in results.items():
             cells = "".join(f"{result['hit_at_k'][str(f)]:>10.3f}" for f in fractions)
             mrr = result["mrr"].get(str(fractions[-1]), 0.0)
-            self.stdout.write(f"{method:<10}{cells}{result['mean_hit_at_k']:>8.3f}{mrr:>9.3f}"
-                              f"{result['keystrokes_to_hit']:>7.3f}")
+            self.stdout.write(
+                f"{method:<10}{cells}{result['mean_hit_at_k']:>8.3f}{mrr:>9.3f}{result['keystrokes_to_hit']:>7.3f}"
+            )
         if "baselines" in report:
             self.stdout.write(f"lexical = {LEXICAL_BASELINE}")

@@ -13,8 +13,10 @@ from embeddings.encoders import EncoderError
 
 
 class Command(BaseCommand):
-    help = ("Load (and so export, for the ONNX backends) the given encoders, or every encoder with a "
-            "live index, so that serving workers never export concurrently.")
+    help = (
+        "Load (and so export, for the ONNX backends) the given encoders, or every encoder with a "
+        "live index, so that serving workers never export concurrently."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("keys", nargs="*")

@@ -11,8 +11,10 @@ from autocomplete.encoding import encoder_registry
 
 
 class Command(BaseCommand):
-    help = ("On a machine that reaches the Hugging Face hub, download encoders into local "
-            "directories; copy them to the server and point AUTOCOMPLETE_<KEY>_PATH at them.")
+    help = (
+        "On a machine that reaches the Hugging Face hub, download encoders into local "
+        "directories; copy them to the server and point AUTOCOMPLETE_<KEY>_PATH at them."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("keys", nargs="*", default=["ivysaur", "gist-small"])
@@ -24,11 +26,13 @@ class Command(BaseCommand):
         registry = encoder_registry()
         for key in options["keys"]:
             spec = registry.spec(key)
-            target = options["to"] if options["to"] and len(options["keys"]) == 1 else (
-                (options["to"] or Path("models")) / key)
+            target = (
+                options["to"]
+                if options["to"] and len(options["keys"]) == 1
+                else ((options["to"] or Path("models")) / key)
+            )
             try:
                 SentenceTransformer(spec.hub_id, device="cpu").save(str(target))
             except Exception as exc:  # noqa: BLE001 - network and hub errors alike
                 raise CommandError(f"Could not download {spec.hub_id}: {exc}") from exc
-            self.stdout.write(self.style.SUCCESS(
-                f"{spec.name} saved to {target}; set {spec.env_var}={target}"))
+            self.stdout.write(self.style.SUCCESS(f"{spec.name} saved to {target}; set {spec.env_var}={target}"))

@@ -24,8 +24,9 @@ class Command(BaseCommand):
         parser.add_argument("--name", help="Display name for a new corpus (default: from the slug).")
         parser.add_argument("--encoder", help="Encoder key to index with (default: the corpus's).")
         parser.add_argument("--format", choices=FORMATS, help="Override format detection.")
-        parser.add_argument("--replace", action="store_true",
-                            help="Make the corpus exactly the file (pairs not in it are removed).")
+        parser.add_argument(
+            "--replace", action="store_true", help="Make the corpus exactly the file (pairs not in it are removed)."
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         path: Path = options["file"]
@@ -46,8 +47,9 @@ class Command(BaseCommand):
         try:
             if created:
                 corpus.save()
-            report = ingest_parsed(corpus, parsed, encoder_key=options["encoder"],
-                                   mode="replace" if options["replace"] else "merge")
+            report = ingest_parsed(
+                corpus, parsed, encoder_key=options["encoder"], mode="replace" if options["replace"] else "merge"
+            )
         except EncoderError as exc:
             if created:
                 corpus.delete()
@@ -64,5 +66,6 @@ class Command(BaseCommand):
         if build is None:
             self.stdout.write("index: unchanged (already live)")
         else:
-            self.stdout.write(self.style.SUCCESS(
-                f"index: {build.vector_count} vectors ({build.kind}) live as {build.file_name}"))
+            self.stdout.write(
+                self.style.SUCCESS(f"index: {build.vector_count} vectors ({build.kind}) live as {build.file_name}")
+            )

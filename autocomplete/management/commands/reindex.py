@@ -26,5 +26,6 @@ class Command(BaseCommand):
             build = reindex(corpus, encoder_key=options["encoder"])
         except EncoderError as exc:
             raise CommandError(str(exc)) from exc
-        self.stdout.write(self.style.SUCCESS(
-            f"{corpus.slug}/{build.encoder}: {build.vector_count} vectors ({build.kind}) live"))
+        self.stdout.write(
+            self.style.SUCCESS(f"{corpus.slug}/{build.encoder}: {build.vector_count} vectors ({build.kind}) live")
+        )
