@@ -21,7 +21,7 @@ from embeddings.encoders import Encoder, EncoderError, EncoderSpec
 from embeddings.index import IndexFileError, IndexMismatchError, VectorIndex
 from embeddings.lexical import LexicalIndex
 from embeddings.ranking import DEFAULT as DEFAULT_RANKING
-from embeddings.ranking import RankingParams, hybrid_rank, semantic_rank
+from embeddings.ranking import RankingParams, embedding_text, hybrid_rank, semantic_rank
 
 from .encoding import encoder_registry
 from .indexes import CorpusEntry, LiveBuild, catalog, load_build_index
@@ -113,7 +113,8 @@ def rank(
         ranked = [(pk, score) for pk, score in ranked if score > 0]
         ranked = semantic_rank(ranked, k=k, lexical=space.lexical)
     else:
-        vector = embed(query)
+        # The baseline embeds what was typed; the served ranking may complete the last word first.
+        vector = embed(query if method == "semantic" else embedding_text(query, space.lexical, params))
         nearest = space.index.search(vector, params.semantic_candidates)
         if method == "semantic":
             ranked = semantic_rank(nearest, k=k, lexical=space.lexical)

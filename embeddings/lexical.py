@@ -203,6 +203,19 @@ class LexicalIndex:
         hits = hits[np.lexsort((hits, -scores[hits]))]
         return [(int(self._ids[p]), float(scores[p])) for p in hits]
 
+    def complete(self, prefix: str) -> str | None:
+        """Return the indexed word beginning with normalised `prefix` that most texts contain.
+
+        Ties go to the alphabetically first word; None when no word begins so.
+        """
+        lo = bisect.bisect_left(self.vocabulary, prefix)
+        hi = bisect.bisect_left(self.vocabulary, prefix + "\U0010ffff", lo)
+        if not prefix or lo == hi:
+            return None
+        # argmax keeps the first maximum; the vocabulary is sorted, so a prefix sorts before its
+        # extensions and an exact word wins a tie with its longer forms.
+        return self.vocabulary[lo + int(np.argmax(self._df[lo:hi]))]
+
     def duplicate_group(self, ids: Sequence[int]) -> npt.NDArray[np.int64]:
         """Return a key per id that is equal for texts with the same words (-1 if not indexed)."""
         positions = np.array([self._position.get(int(i), -1) for i in ids], dtype=np.int64)

@@ -8,6 +8,7 @@ source gets both scores, blended linearly so the result stays in [0, 1] and one 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -15,6 +16,9 @@ import numpy as np
 import numpy.typing as npt
 
 from embeddings.lexical import LexicalIndex, last_word_is_partial, tokenize
+
+# The run of letters and digits the query ends with: the word being typed, as typed.
+_LAST_WORD_RE = re.compile(r"[^\W_]+$")
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,10 @@ class RankingParams:
     # Blended score under which a candidate is not worth showing: gibberish and off-topic input
     # then yields no suggestions instead of the least bad random ones.
     min_score: float = 0.175
+    # While the last word is unfinished, the query is embedded with that word completed to the
+    # corpus word it most often stands for ("how do i reset my pas" -> "... password"), once at
+    # least this many characters of it are typed (0 = never): a half word embeds as noise.
+    complete_min_chars: int = 3
 
 
 DEFAULT = RankingParams()
@@ -50,6 +58,23 @@ def lexical_weight(query: str, params: RankingParams = DEFAULT) -> float:
     weight = params.lexical_weight_partial if partial else params.lexical_weight_complete
     missing = max(0, params.short_query_words - len(tokenize(query)))
     return min(1.0, max(0.0, weight + missing * params.short_query_shift))
+
+
+def embedding_text(query: str, lexical: LexicalIndex, params: RankingParams = DEFAULT) -> str:
+    """Return the text to embed for `query`: its unfinished last word completed when possible.
+
+    Costs no extra encoder call: the completed text is embedded instead of the typed one.
+    """
+    if params.complete_min_chars <= 0 or not last_word_is_partial(query):
+        return query
+    match = _LAST_WORD_RE.search(query)
+    if match is None:
+        return query
+    typed = tokenize(match.group())
+    if len(typed) != 1 or len(typed[0]) < params.complete_min_chars:
+        return query
+    completed = lexical.complete(typed[0])
+    return query if completed is None else query[: match.start()] + completed
 
 
 def hybrid_rank(

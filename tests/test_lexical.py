@@ -152,3 +152,19 @@ def test_empty_index_and_empty_query() -> None:
     empty = LexicalIndex([], [])
     assert empty.search("anything", limit=5) == []
     assert LexicalIndex([1], ["hello"]).search("", limit=5) == []
+
+
+def test_completion_picks_the_word_most_texts_contain() -> None:
+    texts = ["reset my password", "forgot password", "password rules", "passport photo", "pass the salt"]
+    index = LexicalIndex(range(len(texts)), texts)
+    assert index.complete("pas") == "password"
+    assert index.complete("passp") == "passport"
+    assert index.complete("xyz") is None
+    assert index.complete("") is None
+
+
+def test_completion_prefers_the_word_itself_on_a_tie(index: LexicalIndex) -> None:
+    # "mask" and "masks" would tie on one text each; the typed word, being whole, wins.
+    tied = LexicalIndex([1, 2], ["wear a mask", "two masks"])
+    assert tied.complete("mask") == "mask"
+    assert index.complete("sur") == "surfaces"

@@ -13,6 +13,7 @@ from embeddings.lexical import LexicalIndex
 from embeddings.ranking import (
     DEFAULT,
     RankingParams,
+    embedding_text,
     hybrid_rank,
     lexical_weight,
     semantic_rank,
@@ -121,3 +122,22 @@ def test_semantic_rank_is_plain_cosine_without_cut_off(lexical: LexicalIndex) ->
     assert semantic_rank(semantic, k=2) == [(10, 0.9), (11, 0.4)]
     assert [i for i, _ in semantic_rank(semantic, k=5, lexical=lexical)] == [10, 11, 12]
     assert semantic_rank([], k=3) == []
+
+
+@pytest.mark.parametrize(
+    ("query", "embedded"),
+    [
+        ("Where can I get te", "Where can I get tested"),  # unfinished: completed from the corpus
+        ("How long is the INCUB", "How long is the incubation"),
+        ("how long is the i", "how long is the i"),  # too short a stub to guess from
+        ("Where can I get te ", "Where can I get te "),  # a finished word is left as typed
+        ("Where can I get xyz", "Where can I get xyz"),  # no corpus word begins so
+        ("dog?", "dog?"),
+    ],
+)
+def test_embedding_text_completes_the_unfinished_word(lexical: LexicalIndex, query: str, embedded: str) -> None:
+    assert embedding_text(query, lexical, RankingParams(complete_min_chars=2)) == embedded
+
+
+def test_embedding_text_completion_can_be_switched_off(lexical: LexicalIndex) -> None:
+    assert embedding_text("Where can I get te", lexical, RankingParams(complete_min_chars=0)) == "Where can I get te"
