@@ -11,7 +11,7 @@ import hashlib
 import logging
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,6 +121,20 @@ def cut(query: str, fraction: float) -> str:
     return query[: max(1, round(len(query) * fraction))]
 
 
+def embedder(encoder: Encoder, texts: Iterable[str]) -> Callable[[str], np.ndarray]:
+    """An `embed` for `rank` with `texts` embedded in batches up front and other texts on demand."""
+    known = sorted(set(texts))
+    vectors = dict(zip(known, encode_queries(encoder, known), strict=True))
+
+    def embed(text: str) -> np.ndarray:
+        vector = vectors.get(text)
+        if vector is None:  # a text the ranking derives from the query (not a typed prefix)
+            vector = vectors[text] = embed_query(encoder, text)
+        return vector
+
+    return embed
+
+
 def evaluate(
     space: SearchSpace,
     encoder: Encoder,
@@ -134,26 +148,22 @@ def evaluate(
     """hit@k and MRR per fraction, their mean, and keystrokes to the first hit."""
     if method not in METHODS:
         raise ValueError(f"Unknown method {method!r}; one of {', '.join(METHODS)}.")
-    prefixes = sorted({q.text[:n] for q in queries for n in range(1, len(q.text) + 1)})
-    vectors = dict(zip(prefixes, encode_queries(encoder, prefixes), strict=True))
-
-    def embed(text: str) -> np.ndarray:
-        vector = vectors.get(text)
-        if vector is None:  # a text the ranking derives from the query (not a typed prefix)
-            vector = vectors[text] = embed_query(encoder, text)
-        return vector
-
+    embed = embedder(encoder, {q.text[:n] for q in queries for n in range(1, len(q.text) + 1)})
     hits = dict.fromkeys(fractions, 0.0)
     reciprocal = dict.fromkeys(fractions, 0.0)
+    empty = dict.fromkeys(fractions, 0.0)
     keystrokes = 0.0
     for done, query in enumerate(queries, start=1):
 
-        def ranks(prefix: str, query: EvalQuery = query) -> list[int]:
+        def ranks(prefix: str, query: EvalQuery = query) -> list[int] | None:
             ranked = rank(space, prefix, embed=embed, k=k, method=method)
+            if not ranked:
+                return None
             return [r for r, s in enumerate(ranked, start=1) if s.id in query.targets]
 
         for fraction in fractions:
             found = ranks(cut(query.text, fraction))
+            empty[fraction] += found is None
             hits[fraction] += bool(found)
             reciprocal[fraction] += 1.0 / found[0] if found else 0.0
         keystrokes += next((n / len(query.text) for n in range(1, len(query.text) + 1) if ranks(query.text[:n])), 1.0)
@@ -166,6 +176,73 @@ def evaluate(
         "mrr": {str(f): round(reciprocal[f] / n, 4) for f in fractions},
         "mean_hit_at_k": round(sum(hit_at_k.values()) / len(fractions), 4),
         "keystrokes_to_hit": round(keystrokes / n, 4),
+        # Answerable queries that the cut-off leaves with no suggestion at all: its cost.
+        "no_suggestion": {str(f): round(empty[f] / n, 4) for f in fractions},
+    }
+
+
+def load_offtopic(path: Path) -> list[str]:
+    """One query per line; blank lines are skipped."""
+    with open(path, encoding="utf-8-sig") as handle:
+        return [line.strip() for line in handle if line.strip()]
+
+
+def offtopic_silence(
+    space: SearchSpace,
+    encoder: Encoder,
+    texts: Sequence[str],
+    *,
+    k: int = 5,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    method: str = "hybrid",
+) -> dict[str, float]:
+    """Per fraction, the share of off-topic or gibberish queries that get no suggestion (the goal)."""
+    silent = dict.fromkeys(fractions, 0)
+    for fraction in fractions:
+        prefixes = [cut(text, fraction) for text in texts]
+        embed = embedder(encoder, prefixes)
+        silent[fraction] = sum(not rank(space, p, embed=embed, k=k, method=method) for p in prefixes)
+    return {str(f): round(silent[f] / max(1, len(texts)), 4) for f in fractions}
+
+
+def added_latency(
+    space: SearchSpace,
+    encoder: Encoder,
+    queries: Sequence[EvalQuery],
+    *,
+    k: int = 5,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    repeats: int = 5,
+) -> dict[str, float]:
+    """Median ms per query of hybrid and of plain semantic ranking, query embedding excluded.
+
+    Both embed once per keystroke, so the encoder's time is the same for both and left out; each
+    prefix is timed `repeats` times per method, alternately, and its fastest run kept, which
+    filters out pauses caused by other processes.
+    """
+    prefixes = sorted({cut(q.text, f) for q in queries for f in fractions})
+    embed = embedder(encoder, prefixes)
+
+    timings: dict[str, list[float]] = {"hybrid": [], "semantic": []}
+    for prefix in prefixes:
+        best = dict.fromkeys(timings, np.inf)
+        for method in timings:  # warm: embeds the texts both methods ask for
+            rank(space, prefix, embed=embed, k=k, method=method)
+        for _ in range(repeats):
+            for method in timings:
+                started = time.perf_counter()
+                rank(space, prefix, embed=embed, k=k, method=method)
+                best[method] = min(best[method], time.perf_counter() - started)
+        for method, seconds in best.items():
+            timings[method].append(seconds * 1000)
+    hybrid, semantic = np.asarray(timings["hybrid"]), np.asarray(timings["semantic"])
+    added = hybrid - semantic
+    return {
+        "n_prefixes": len(prefixes),
+        "hybrid_ms_median": round(float(np.median(hybrid)), 3),
+        "semantic_ms_median": round(float(np.median(semantic)), 3),
+        "added_ms_median": round(float(np.median(added)), 3),
+        "added_ms_p90": round(float(np.percentile(added, 90)), 3),
     }
 
 

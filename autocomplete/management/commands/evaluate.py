@@ -14,10 +14,13 @@ from autocomplete.encoding import encoder_registry
 from autocomplete.evaluation import (
     DEFAULT_FRACTIONS,
     EvaluationDataError,
+    added_latency,
     build_space,
     evaluate,
     load_corpus,
+    load_offtopic,
     load_queries,
+    offtopic_silence,
     stderr_progress,
 )
 from embeddings.encoders import EncoderError
@@ -44,9 +47,10 @@ class Command(BaseCommand):
         parser.add_argument(
             "--distractors-csv",
             type=Path,
-            action="append",
+            action="extend",
+            nargs="+",
             default=[],
-            help="Adds its questions to the corpus; never a target. Repeatable.",
+            help="Adds its questions to the corpus; never a target. Takes several paths; repeatable.",
         )
         parser.add_argument("--encoder", default=None, help="Encoder key (default: AUTOCOMPLETE_DEFAULT_ENCODER).")
         parser.add_argument("--k", type=int, default=5)
@@ -54,6 +58,17 @@ class Command(BaseCommand):
         parser.add_argument("--fractions", default=",".join(str(f) for f in DEFAULT_FRACTIONS))
         parser.add_argument(
             "--baselines", action="store_true", help="Also measure plain semantic and plain lexical ranking."
+        )
+        parser.add_argument(
+            "--offtopic",
+            type=Path,
+            default=None,
+            help="Off-topic or gibberish queries, one per line: report the share left with no suggestion.",
+        )
+        parser.add_argument(
+            "--latency",
+            action="store_true",
+            help="Also time hybrid against plain semantic ranking per query (embedding excluded).",
         )
         parser.add_argument("--json", action="store_true", help="One JSON object on stdout.")
         parser.add_argument(
@@ -72,6 +87,7 @@ class Command(BaseCommand):
             encoder = encoder_registry().get(key)
             corpus = load_corpus(options["corpus_csv"], options["distractors_csv"])
             queries = load_queries(options["queries_csv"], corpus, split=options["split"])
+            offtopic = load_offtopic(options["offtopic"]) if options["offtopic"] else None
         except (EncoderError, EvaluationDataError, OSError) as exc:
             raise CommandError(str(exc)) from exc
         if not queries:
@@ -101,6 +117,14 @@ class Command(BaseCommand):
         if options["baselines"]:
             report["baselines"] = {"semantic": results["semantic"], "lexical": results["lexical"]}
             report["lexical_baseline"] = LEXICAL_BASELINE
+        if offtopic is not None:
+            report["offtopic"] = {
+                "n_queries": len(offtopic),
+                "no_suggestion": offtopic_silence(space, encoder, offtopic, k=options["k"], fractions=fractions),
+            }
+        if options["latency"]:
+            print("timing hybrid and semantic ranking ...", file=sys.stderr, flush=True)
+            report["latency"] = added_latency(space, encoder, queries, k=options["k"], fractions=fractions)
         if options["json"]:
             sys.stdout.write(json.dumps(report) + "\n")
         else:
@@ -118,6 +142,24 @@ class Command(BaseCommand):
             mrr = result["mrr"].get(str(fractions[-1]), 0.0)
             self.stdout.write(
                 f"{method:<10}{cells}{result['mean_hit_at_k']:>8.3f}{mrr:>9.3f}{result['keystrokes_to_hit']:>7.3f}"
+            )
+        self.stdout.write(f"{'no suggestion (hybrid, share of queries)':<45}" + "".join(f"{f:>7g}" for f in fractions))
+        rows = [("answerable queries (should be 0)", results["hybrid"]["no_suggestion"])]
+        if "offtopic" in report:
+            rows.append(
+                (
+                    f"off-topic queries, n={report['offtopic']['n_queries']} (should be 1)",
+                    report["offtopic"]["no_suggestion"],
+                )
+            )
+        for label, shares in rows:
+            self.stdout.write(f"  {label:<43}" + "".join(f"{shares[str(f)]:>7.3f}" for f in fractions))
+        if "latency" in report:
+            latency = report["latency"]
+            self.stdout.write(
+                f"ranking ms per query, median over {latency['n_prefixes']} prefixes: hybrid "
+                f"{latency['hybrid_ms_median']:.3f}, semantic {latency['semantic_ms_median']:.3f}, added "
+                f"{latency['added_ms_median']:.3f} (p90 {latency['added_ms_p90']:.3f})"
             )
         if "baselines" in report:
             self.stdout.write(f"lexical = {LEXICAL_BASELINE}")
