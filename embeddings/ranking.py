@@ -40,11 +40,14 @@ class RankingParams:
     short_query_shift: float = 0.1
     # Blended score under which a candidate is not worth showing: gibberish and off-topic input
     # then yields no suggestions instead of the least bad random ones.
-    min_score: float = 0.175
+    min_score: float = 0.2
+    # Once the best candidate clears `min_score`, the others need only this: the query is then
+    # known to be answerable, and a weaker runner-up may still be the one meant.
+    follow_score: float = 0.1
     # While the last word is unfinished, the query is embedded with that word completed to the
     # corpus word it most often stands for ("how do i reset my pas" -> "... password"), once at
     # least this many characters of it are typed (0 = never): a half word embeds as noise.
-    complete_min_chars: int = 3
+    complete_min_chars: int = 2
 
 
 DEFAULT = RankingParams()
@@ -105,7 +108,9 @@ def hybrid_rank(
     # Cosines below zero mean "unrelated" just as zero does; clipping keeps the blend in [0, 1].
     cos = np.clip(np.asarray(cosines, dtype=np.float32), 0.0, 1.0)
     blended = (1.0 - weight) * cos + weight * lexical.scores_at(lexical_all, ids)
-    return _top_distinct(ids, blended, lexical=lexical, k=k, min_score=params.min_score)
+    if float(blended.max()) < params.min_score:
+        return []
+    return _top_distinct(ids, blended, lexical=lexical, k=k, min_score=min(params.min_score, params.follow_score))
 
 
 def semantic_rank(

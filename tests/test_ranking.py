@@ -141,3 +141,13 @@ def test_embedding_text_completes_the_unfinished_word(lexical: LexicalIndex, que
 
 def test_embedding_text_completion_can_be_switched_off(lexical: LexicalIndex) -> None:
     assert embedding_text("Where can I get te", lexical, RankingParams(complete_min_chars=0)) == "Where can I get te"
+
+
+def test_runners_up_need_only_the_follow_score_once_the_best_clears_the_cut_off(lexical: LexicalIndex) -> None:
+    # Cosine alone: item 12 (0.95) clears the cut-off, item 13 (0.32) only the follow score.
+    cosine_only = {"lexical_weight_partial": 0.0, "short_query_shift": 0.0, "min_score": 0.5}
+    vector = [0.0, 0.0, 0.9, 0.3, 0.0]
+    assert [i for i, _ in rank("zzz", vector, lexical, follow_score=0.5, **cosine_only)] == [12]
+    assert [i for i, _ in rank("zzz", vector, lexical, follow_score=0.1, **cosine_only)] == [12, 13]
+    # When even the best (0.42) misses the cut-off, nothing is shown.
+    assert rank("zzz", [0.0, 0.0, 0.4, 0.3, 0.8], lexical, follow_score=0.1, **cosine_only) == []
