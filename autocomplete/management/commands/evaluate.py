@@ -126,7 +126,7 @@ class Command(BaseCommand):
             print("timing hybrid and semantic ranking ...", file=sys.stderr, flush=True)
             report["latency"] = added_latency(space, encoder, queries, k=options["k"], fractions=fractions)
         if options["json"]:
-            sys.stdout.write(json.dumps(report) + "\n")
+            self.stdout.write(json.dumps(report))
         else:
             self._table(report, results, fractions)
 

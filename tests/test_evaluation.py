@@ -1,0 +1,155 @@
+"""manage.py evaluate on a small labelled corpus made here, with the real minilm encoder."""
+
+from __future__ import annotations
+
+import csv
+import json
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from autocomplete.evaluation import cut
+from embeddings.encoders import Encoder
+
+CORPUS = [
+    ("a1", "How do I reset my password?", "Use the link on the sign-in page."),
+    ("a2", "Where can I download my invoices?", "Under Billing, one PDF per month."),
+    ("a3", "How do I cancel my subscription?", "Billing, then Cancel plan."),
+    ("a4", "Is there a mobile app?", "Yes, for iOS and Android."),
+    ("a5", "What payment methods do you accept?", "Cards and bank transfer."),
+    ("a6", "How do I delete my account?", "Settings, Account, Delete account."),
+]
+QUERIES = [
+    ("how do i reset my password", "a1", "dev"),
+    ("download my invoices", "a2", "dev"),
+    ("cancel my subscription", "a3", "test"),
+    ("cancel my subscription", "a6", "test"),  # two acceptable targets for one query
+    ("is there a mobile app", "a4", "test"),
+    ("which payment methods are accepted", "a5", "test"),
+]
+FIELDS = {"hit_at_k", "mrr", "mean_hit_at_k", "keystrokes_to_hit", "no_suggestion"}
+
+
+def write_csv(path: Path, header: list[str], rows: list[tuple[str, ...]]) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, Path]:
+    return {
+        "corpus": write_csv(tmp_path / "corpus.csv", ["id", "question", "answer"], CORPUS),
+        "queries": write_csv(tmp_path / "queries.csv", ["query", "target_id", "split"], QUERIES),
+        "cache": tmp_path / "cache",
+    }
+
+
+def evaluate(files: dict[str, Path], *args: str) -> dict[str, Any]:
+    out = StringIO()
+    call_command(
+        "evaluate",
+        "--corpus-csv",
+        str(files["corpus"]),
+        "--queries-csv",
+        str(files["queries"]),
+        "--encoder",
+        "minilm",
+        "--cache-dir",
+        str(files["cache"]),
+        "--json",
+        *args,
+        stdout=out,
+    )
+    text = out.getvalue()
+    assert text.count("\n") == 1, "--json prints exactly one line on stdout"
+    return json.loads(text)
+
+
+def test_every_field_is_reported_and_known_answers_are_found(files: dict[str, Path], minilm: Encoder) -> None:
+    report = evaluate(files, "--baselines")
+    assert {"encoder", "k", "n_queries", "n_corpus", "baselines"} | FIELDS <= set(report)
+    assert (report["encoder"], report["k"], report["n_queries"], report["n_corpus"]) == ("minilm", 5, 5, 6)
+    for result in (report, report["baselines"]["semantic"], report["baselines"]["lexical"]):
+        assert set(result) >= FIELDS
+        assert list(result["hit_at_k"]) == ["0.25", "0.5", "0.75", "1.0"]
+        assert list(result["mrr"]) == ["0.25", "0.5", "0.75", "1.0"]
+        assert 0.0 < result["keystrokes_to_hit"] <= 1.0
+    # Six questions and k=5: whole queries that nearly repeat their target all find it, first.
+    assert report["hit_at_k"]["1.0"] == 1.0
+    assert report["mrr"]["1.0"] == 1.0
+    assert report["no_suggestion"]["1.0"] == 0.0
+    assert report["mean_hit_at_k"] == pytest.approx(sum(report["hit_at_k"].values()) / 4, abs=1e-4)
+
+
+def test_split_filters_queries(files: dict[str, Path], minilm: Encoder) -> None:
+    assert evaluate(files, "--split", "dev", "--fractions", "1.0")["n_queries"] == 2
+    # "cancel my subscription" has two target rows and counts once.
+    assert evaluate(files, "--split", "test", "--fractions", "1.0")["n_queries"] == 3
+
+
+def test_distractors_join_the_corpus_but_never_count_as_hits(
+    files: dict[str, Path], tmp_path: Path, minilm: Encoder
+) -> None:
+    # Each distractor repeats a query word for word, under the id of that query's target.
+    first = write_csv(tmp_path / "d1.csv", ["id", "question", "answer"], [("a1", "how do i reset my password", "")])
+    second = write_csv(tmp_path / "d2.csv", ["id", "question", "answer"], [("a2", "download my invoices", "")])
+    third = write_csv(tmp_path / "d3.csv", ["id", "question", "answer"], [("x", "Is the sky blue?", "")])
+    args = ["--split", "dev", "--k", "1", "--fractions", "1.0"]
+    clean = evaluate(files, *args)
+    padded = evaluate(files, *args, "--distractors-csv", str(first), str(second), "--distractors-csv", str(third))
+    assert padded["n_corpus"] == clean["n_corpus"] + 3
+    assert clean["hit_at_k"]["1.0"] == 1.0
+    # The distractors now rank first: the targets are pushed out of the top 1.
+    assert padded["hit_at_k"]["1.0"] == 0.0
+
+
+def test_offtopic_queries_get_no_suggestion(files: dict[str, Path], tmp_path: Path, minilm: Encoder) -> None:
+    offtopic = tmp_path / "offtopic.txt"
+    offtopic.write_text("qwzx qwzx vbnr\n\nhjkl hjkl xkcd\nzzzzqx wvvt\n", encoding="utf-8")
+    report = evaluate(files, "--offtopic", str(offtopic), "--fractions", "0.5,1.0")
+    assert report["offtopic"]["n_queries"] == 3
+    assert report["offtopic"]["no_suggestion"] == {"0.5": 1.0, "1.0": 1.0}
+    assert report["no_suggestion"] == {"0.5": 0.0, "1.0": 0.0}
+
+
+def test_latency_is_reported(files: dict[str, Path], minilm: Encoder) -> None:
+    latency = evaluate(files, "--latency", "--fractions", "1.0")["latency"]
+    assert latency["n_prefixes"] == 5
+    assert latency["hybrid_ms_median"] > 0
+    assert latency["semantic_ms_median"] > 0
+    assert latency["added_ms_median"] == pytest.approx(
+        latency["hybrid_ms_median"] - latency["semantic_ms_median"], abs=5
+    )
+
+
+def test_readable_table_without_json(files: dict[str, Path], minilm: Encoder) -> None:
+    out = StringIO()
+    call_command(
+        "evaluate",
+        *("--corpus-csv", str(files["corpus"]), "--queries-csv", str(files["queries"])),
+        *("--encoder", "minilm", "--cache-dir", str(files["cache"]), "--baselines"),
+        stdout=out,
+    )
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "encoder minilm, k=5, 5 queries, 6 corpus questions"
+    assert [line.split()[0] for line in lines[2:5]] == ["hybrid", "semantic", "lexical"]
+
+
+def test_bad_input_is_refused_with_the_fix(files: dict[str, Path], tmp_path: Path, minilm: Encoder) -> None:
+    unknown = write_csv(tmp_path / "q.csv", ["query", "target_id"], [("anything", "nope")])
+    with pytest.raises(CommandError, match="'nope' is not in the corpus"):
+        call_command("evaluate", "--corpus-csv", str(files["corpus"]), "--queries-csv", str(unknown))
+    with pytest.raises(CommandError, match="--fractions"):
+        evaluate(files, "--fractions", "0,2")
+
+
+def test_cut_keeps_at_least_one_character() -> None:
+    assert cut("abcdefgh", 0.25) == "ab"
+    assert cut("abc", 0.1) == "a"
+    assert cut("abc", 1.0) == "abc"
