@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEMO_CORPUS ?= help
 
-.PHONY: setup demo test chromium migrate demo-data serve worker lint clean
+.PHONY: setup demo test chromium migrate demo-data serve worker bench lint clean
 
 $(STAMP): requirements.txt constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,11 @@ worker: migrate
 serve: migrate
 	$(BIN)/python manage.py export_onnx
 	HOST=$(HOST) PORT=$(PORT) $(BIN)/gunicorn -c config/gunicorn.py config.wsgi
+
+# Speed: ~70k questions in a temporary directory, our stack and the naive baseline served and typed
+# into; prints the README's table and writes static/bench/latency.png. BENCH_ARGS adds options.
+bench: setup
+	$(BIN)/python manage.py bench $(BENCH_ARGS)
 
 chromium:
 	@if ! command -v chromium >/dev/null 2>&1; then \

@@ -24,7 +24,7 @@ from embeddings.ranking import DEFAULT as DEFAULT_RANKING
 from embeddings.ranking import RankingParams, embedding_text, hybrid_rank, semantic_rank
 
 from .encoding import encoder_registry
-from .indexes import CorpusEntry, LiveBuild, catalog, load_build_index
+from .indexes import CorpusEntry, LiveBuild, catalog, lexical_index_for, load_build_index
 from .models import QAPair
 
 
@@ -68,7 +68,13 @@ class SuggestResult:
 class SearchSpace:
     """A vector index and a lexical index over the same pairs, with their texts, ready to rank."""
 
-    def __init__(self, index: VectorIndex, rows: Iterable[tuple[int, str, str, str]]) -> None:
+    def __init__(
+        self,
+        index: VectorIndex,
+        rows: Iterable[tuple[int, str, str, str]],
+        *,
+        lexical: Callable[[list[int], list[str]], LexicalIndex] = LexicalIndex,
+    ) -> None:
         self.index = index
         self.ids: list[int] = []
         self.questions: list[str] = []
@@ -80,7 +86,7 @@ class SearchSpace:
             self.answers.append(answer)
             self.urls.append(url)
         self.position = {pk: row for row, pk in enumerate(self.ids)}
-        self.lexical = LexicalIndex(self.ids, self.questions)
+        self.lexical = lexical(self.ids, self.questions)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -187,7 +193,11 @@ def _load_space(build: LiveBuild) -> SearchSpace:
     rows = (
         QAPair.objects.filter(corpus_id=build.corpus_id).order_by("id").values_list("id", "question", "answer", "url")
     )
-    return SearchSpace(index, rows.iterator(chunk_size=2000))
+    return SearchSpace(
+        index,
+        rows.iterator(chunk_size=2000),
+        lexical=lambda ids, questions: lexical_index_for(build.file_name, ids, questions),
+    )
 
 
 def resolve_corpus(slug: str | None) -> CorpusEntry:

@@ -14,7 +14,8 @@ from typing import Any
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", str(os.cpu_count() or 2)))
 threads = int(os.environ.get("GUNICORN_THREADS", "1"))
-worker_class = "gthread" if threads > 1 else "sync"
+# gthread keeps connections alive (sync closes each one after its response); see README "Speed".
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS") or ("gthread" if threads > 1 else "sync")
 preload_app = False
 timeout = 60
 graceful_timeout = 10

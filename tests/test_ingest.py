@@ -105,12 +105,13 @@ def test_superseded_files_are_pruned_and_orphans_removed(
     builds = IndexBuild.objects.filter(corpus=small_corpus)
     assert builds.filter(is_active=True).count() == 1
     assert builds.count() == 1 + indexes.KEEP_SUPERSEDED_FILES
-    files = sorted(p.name for p in indexes.index_dir().iterdir())
+    files = sorted(p.name for p in indexes.index_dir().iterdir() if p.suffix == ".faiss")
     assert files == sorted(builds.values_list("file_name", flat=True))
+    assert len(list(indexes.index_dir().glob("*.pickle"))) == len(files)  # each with its lexical index
     orphan = indexes.index_dir() / ".tmp-crashed.faiss"
     orphan.write_bytes(b"half")
     assert indexes.remove_orphan_files(min_age_seconds=0) == [".tmp-crashed.faiss"]
-    assert sorted(p.name for p in indexes.index_dir().iterdir()) == files
+    assert sorted(p.name for p in indexes.index_dir().iterdir() if p.suffix == ".faiss") == files
 
 
 def test_deleting_a_corpus_deletes_its_index_files(small_corpus: Corpus, django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]

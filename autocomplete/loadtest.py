@@ -1,0 +1,104 @@
+"""Replay typing against a running server: every prefix of real queries, as typists send them.
+
+No Django here: it speaks HTTP to 127.0.0.1 like a browser would. Each typist is a process of its
+own (threads would share one GIL with the measuring loop) that sends the next prefix as soon as
+the previous answer arrives, so requests/s is what the server sustains, not what people type.
+"""
+
+from __future__ import annotations
+
+import http.client
+import multiprocessing
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """Latencies and counts of one replay at one concurrency."""
+
+    concurrency: int
+    seconds: float
+    requests: int
+    errors: int
+    latencies_ms: list[float]
+
+    def summary(self) -> dict[str, float | int]:
+        """p50/p95/p99/mean in ms, requests/s and errors, rounded for reports."""
+        values = np.asarray(self.latencies_ms or [float("nan")])
+        p50, p95, p99 = (float(np.percentile(values, q)) for q in (50, 95, 99))
+        return {
+            "concurrency": self.concurrency,
+            "requests": self.requests,
+            "errors": self.errors,
+            "requests_per_second": round(self.requests / self.seconds, 1) if self.seconds else 0.0,
+            "p50_ms": round(p50, 2),
+            "p95_ms": round(p95, 2),
+            "p99_ms": round(p99, 2),
+            "mean_ms": round(float(np.mean(values)), 2),
+        }
+
+
+def typing_prefixes(queries: Sequence[str]) -> list[str]:
+    """Every prefix of every query, in the order a person types them (one character at a time)."""
+    return [query[:end] for query in queries for end in range(1, len(query) + 1)]
+
+
+def suggest_path(prefix: str, *, corpus: str, k: int = 5) -> str:
+    return f"/api/suggest?q={quote(prefix, safe='')}&corpus={quote(corpus, safe='')}&k={k}"
+
+
+# The typists' work list, set before the pool forks so that children inherit it instead of
+# receiving tens of thousands of strings through a pipe.
+_paths: list[str] = []
+
+
+def _typist(port: int, offset: int, start_at: float, seconds: float) -> tuple[int, int, list[float]]:
+    """Send prefixes from `offset` on, one after another, until the window closes."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    latencies: list[float] = []
+    errors = 0
+    position = offset
+    time.sleep(max(0.0, start_at - time.time()))
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        path = _paths[position % len(_paths)]
+        position += 1
+        started = time.perf_counter()
+        try:
+            connection.request("GET", path)
+            response = connection.getresponse()
+            response.read()
+            ok = response.status == 200
+        except (OSError, http.client.HTTPException):
+            ok = False
+            connection.close()  # the next request reconnects
+        latencies.append((time.perf_counter() - started) * 1000)
+        errors += 0 if ok else 1
+    connection.close()
+    return len(latencies), errors, latencies
+
+
+def replay(paths: Sequence[str], *, port: int, concurrency: int, seconds: float) -> LoadResult:
+    """Run `concurrency` typists for `seconds`, each starting at a different place in `paths`."""
+    global _paths
+    if not paths:
+        raise ValueError("replay() needs at least one request path.")
+    _paths = list(paths)
+    stride = max(1, len(_paths) // concurrency)
+    start_at = time.time() + 0.3 + 0.05 * concurrency  # every typist ready before the window opens
+    jobs = [(port, typist * stride, start_at, seconds) for typist in range(concurrency)]
+    with multiprocessing.get_context("fork").Pool(concurrency) as pool:
+        results = pool.starmap(_typist, jobs)
+    latencies = [value for _, _, values in results for value in values]
+    return LoadResult(
+        concurrency=concurrency,
+        seconds=seconds,
+        requests=sum(count for count, _, _ in results),
+        errors=sum(errors for _, errors, _ in results),
+        latencies_ms=latencies,
+    )

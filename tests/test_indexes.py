@@ -1,0 +1,45 @@
+"""Lexical indexes stored beside their index file: prepared by ingest, read by serving processes."""
+
+from __future__ import annotations
+
+import pytest
+
+from autocomplete import indexes, search
+from autocomplete.models import Corpus, QAPair
+
+pytestmark = pytest.mark.django_db
+
+
+def _stored(corpus: Corpus) -> list[str]:
+    build = corpus.index_builds.get(is_active=True)
+    return sorted(p.name for p in indexes.index_dir().glob(f"{build.file_name}{indexes.LEXICAL_INFIX}*"))
+
+
+def test_ingest_stores_the_lexical_index_and_serving_reads_it(small_corpus: Corpus, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    assert len(_stored(small_corpus)) == 1
+
+    def refuse(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("the stored lexical index should have been read")
+
+    monkeypatch.setattr(indexes.LexicalIndex, "__init__", refuse)
+    result = search.suggestions_for("reset my passw", corpus="small")
+    assert result.suggestions[0].question == "How do I reset my password?"
+
+
+def test_changed_questions_or_a_damaged_file_are_rebuilt(small_corpus: Corpus) -> None:
+    (stored,) = _stored(small_corpus)
+    (indexes.index_dir() / stored).write_bytes(b"not a pickle")
+    QAPair.objects.filter(corpus=small_corpus, question__startswith="Is there").update(question="Is there an app?")
+    assert search.suggestions_for("an app", corpus="small").suggestions[0].question == "Is there an app?"
+    assert len(_stored(small_corpus)) == 2  # the edited pairs got their own file
+    search._spaces.clear()
+    assert search.suggestions_for("reset my passw", corpus="small").suggestions
+
+
+def test_lexical_files_go_with_their_index_file(small_corpus: Corpus) -> None:
+    build = small_corpus.index_builds.get(is_active=True)
+    indexes.delete_index_file(build.file_name)
+    assert _stored(small_corpus) == []
+    orphan = indexes.index_dir() / f"gone--minilm--0.faiss{indexes.LEXICAL_INFIX}x.pickle"
+    orphan.write_bytes(b"x")
+    assert orphan.name in indexes.remove_orphan_files(min_age_seconds=-1)

@@ -1,0 +1,28 @@
+"""The /api/suggest fast path skips the page middleware but keeps the host check and headers."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from autocomplete.models import Corpus
+
+pytestmark = pytest.mark.django_db
+
+
+def test_suggest_is_answered_without_session_or_csrf(client: Client, small_corpus: Corpus) -> None:
+    response = client.get("/api/suggest", {"q": "reset my password"})
+    assert response.status_code == 200
+    assert response.json()["suggestions"][0]["question"] == "How do I reset my password?"
+    assert response["X-Frame-Options"] == "DENY"
+    assert "X-Content-Type-Options" in response  # SecurityMiddleware still runs first
+    assert not hasattr(response.wsgi_request, "session") and not hasattr(response.wsgi_request, "user")
+
+
+def test_a_foreign_host_is_still_refused(client: Client, small_corpus: Corpus) -> None:
+    assert client.get("/api/suggest", {"q": "password"}, HTTP_HOST="evil.example").status_code == 400
+
+
+def test_other_paths_keep_the_full_chain(client: Client, small_corpus: Corpus) -> None:
+    response = client.get("/", {"q": "password"})
+    assert response.status_code == 200 and hasattr(response.wsgi_request, "session")
