@@ -11,8 +11,9 @@ from __future__ import annotations
 import functools
 import gc
 import hashlib
+import hmac
 import logging
-import pickle  # noqa: S403 - only files this code wrote into the trusted index directory
+import pickle  # noqa: S403 - loaded only when its HMAC under SECRET_KEY verifies (see lexical_index_for)
 import threading
 import time
 import uuid
@@ -199,6 +200,11 @@ def load_build_index(build: LiveBuild) -> VectorIndex:
 # --- lexical indexes, kept beside their index file -----------------------------------------
 
 LEXICAL_INFIX = ".lexical-"
+_MAC_SIZE = hashlib.sha256().digest_size
+
+
+def _lexical_mac(payload: bytes) -> bytes:
+    return hmac.new(settings.SECRET_KEY.encode(), payload, hashlib.sha256).digest()
 
 
 @functools.cache
@@ -222,20 +228,26 @@ def lexical_index_for(file_name: str, ids: Sequence[int], questions: Sequence[st
         data = path.read_bytes()
     except OSError:
         data = b""
-    if data:
+    stored = None
+    mac, payload = data[:_MAC_SIZE], data[_MAC_SIZE:]
+    # Unpickling runs code: only a file this deployment signed (index files may one day live in
+    # shared storage that others can write to) is ever unpickled.
+    if payload and hmac.compare_digest(mac, _lexical_mac(payload)):
         gc.disable()  # millions of small objects: the collector would triple the load time
         try:
-            stored = pickle.loads(data)  # noqa: S301 - written by lexical_index_for into the index dir
+            stored = pickle.loads(payload)  # noqa: S301 - signed by lexical_index_for
         except Exception:  # noqa: BLE001 - a damaged file is rebuilt, never fatal
             stored = None
         finally:
             gc.enable()
-        if isinstance(stored, LexicalIndex):
-            return stored
-        logger.warning("Lexical index %s is unreadable: rebuilding it.", path.name)
+    if isinstance(stored, LexicalIndex):
+        return stored
+    if data:
+        logger.warning("Lexical index %s is unreadable or unsigned: rebuilding it.", path.name)
     built = LexicalIndex(list(ids), list(questions))
+    payload = pickle.dumps(built, protocol=pickle.HIGHEST_PROTOCOL)
     try:
-        write_atomically(path, pickle.dumps(built, protocol=pickle.HIGHEST_PROTOCOL))
+        write_atomically(path, _lexical_mac(payload) + payload)
     except OSError as exc:
         logger.warning("Cannot store lexical index %s: %s", path.name, exc)
     return built

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import pickle
+from pathlib import Path
+
 import pytest
 
 from autocomplete import indexes, search
@@ -43,3 +48,29 @@ def test_lexical_files_go_with_their_index_file(small_corpus: Corpus) -> None:
     orphan = indexes.index_dir() / f"gone--minilm--0.faiss{indexes.LEXICAL_INFIX}x.pickle"
     orphan.write_bytes(b"x")
     assert orphan.name in indexes.remove_orphan_files(min_age_seconds=-1)
+
+
+class _Planted:
+    """Unpickling this touches a file: what a hostile writer of shared storage would plant."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (Path.touch, (self.marker,))
+
+
+def test_a_file_not_signed_with_this_secret_key_is_never_unpickled(small_corpus: Corpus, tmp_path: Path) -> None:
+    (stored,) = _stored(small_corpus)
+    marker = tmp_path / "planted-code-ran"
+    payload = pickle.dumps(_Planted(marker))
+    forged = hmac.new(b"another deployment's key", payload, hashlib.sha256).digest()
+    (indexes.index_dir() / stored).write_bytes(forged + payload)
+    search._spaces.clear()
+    assert search.suggestions_for("reset my passw", corpus="small").suggestions[0].question == (
+        "How do I reset my password?"
+    )
+    assert not marker.exists()
+    # The file was replaced by a signed one, which the next process reads without rebuilding.
+    data = (indexes.index_dir() / stored).read_bytes()
+    assert data[:32] == indexes._lexical_mac(data[32:])
