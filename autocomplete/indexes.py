@@ -58,7 +58,13 @@ def embedding_key(encoder: Encoder) -> str:
     return f"{encoder.spec.key}:{encoder.backend_label}"
 
 
-def embed_texts(encoder: Encoder, texts: Sequence[str], *, progress: Progress | None = None) -> np.ndarray:
+@dataclass(frozen=True)
+class Embedded:
+    vectors: np.ndarray  # one row per text, in order
+    computed: int  # distinct texts the encoder ran on; every other row reused a stored vector
+
+
+def embed_texts(encoder: Encoder, texts: Sequence[str], *, progress: Progress | None = None) -> Embedded:
     """Vectors for `texts`, reusing stored ones (by encoder + text hash) and storing new ones."""
     key = embedding_key(encoder)
     hashes = [text_sha256(text) for text in texts]
@@ -88,7 +94,7 @@ def embed_texts(encoder: Encoder, texts: Sequence[str], *, progress: Progress | 
     matrix = np.empty((len(texts), dimension), dtype=np.float32)
     for row, h in enumerate(hashes):
         matrix[row] = np.frombuffer(known[h], dtype=np.float32)
-    return matrix
+    return Embedded(matrix, computed=len(items))
 
 
 # --- builds ----------------------------------------------------------------------------------
@@ -104,7 +110,7 @@ def build_index(corpus: Corpus, encoder: Encoder, *, progress: Progress | None =
     remove_orphan_files()
     pairs = list(QAPair.objects.filter(corpus=corpus).order_by("id").values_list("id", "question"))
     ids = [pk for pk, _ in pairs]
-    vectors = embed_texts(encoder, [question for _, question in pairs], progress=progress)
+    vectors = embed_texts(encoder, [question for _, question in pairs], progress=progress).vectors
     spec = encoder.spec
     index = VectorIndex.build(
         vectors,

@@ -55,6 +55,10 @@ class IngestReport:
     removed: int
     rejected: list[Rejection]
     index_builds: list[IndexBuild]  # empty when nothing changed and the live indexes stand
+    # Question texts run through an encoder (per encoder, summed) and texts whose stored vector
+    # was reused instead: a re-upload with 10 changed rows embeds about 10.
+    embedded: int = 0
+    reused: int = 0
 
     @property
     def encoder(self) -> str:
@@ -67,7 +71,8 @@ class IngestReport:
     def summary(self) -> str:
         return (
             f"{self.added} added, {self.updated} updated, {self.unchanged} unchanged, "
-            f"{self.removed} removed, {len(self.rejected)} rejected"
+            f"{self.removed} removed, {len(self.rejected)} rejected; "
+            f"vectors: {self.embedded} embedded, {self.reused} reused"
         )
 
 
@@ -121,8 +126,11 @@ def ingest_parsed(
     plan = plan_ingest(corpus, parsed, mode=mode)
     # Embed before the write transaction so the database is locked only briefly.
     texts = [row.question for row in plan.to_add] + [row.question for _, row in plan.to_update]
+    embedded = 0
     for position, encoder in enumerate(encoders):
-        embed_texts(encoder, texts, progress=_scaled(progress, position, len(encoders), len(texts)))
+        embedded += embed_texts(
+            encoder, texts, progress=_scaled(progress, position, len(encoders), len(texts))
+        ).computed
     builds: list[IndexBuild] = []
     if progress:
         progress("indexing", 0, 0)
@@ -147,6 +155,8 @@ def ingest_parsed(
         removed=len(plan.to_remove),
         rejected=plan.rejected,
         index_builds=builds,
+        embedded=embedded,
+        reused=len(texts) * len(encoders) - embedded,
     )
     logger.info("Ingest into %s: %s", corpus.slug, report.summary())
     return report

@@ -263,6 +263,8 @@ def _run_upload(job: IngestJob, tracker: ProgressTracker) -> dict[str, Any]:
         "unchanged": report.unchanged,
         "removed": report.removed,
         "rejected_count": len(report.rejected),
+        "embedded": report.embedded,
+        "reused": report.reused,
         "rejected": [{"line": r.line, "reason": r.reason} for r in report.rejected[:REPORTED_REJECTIONS]],
         "indexes": [{"encoder": b.encoder, "vectors": b.vector_count, "kind": b.kind} for b in report.index_builds],
     }

@@ -132,7 +132,7 @@ def test_ingest_command_reports_counts_and_rejected_lines(db: None, minilm: Enco
     call_command("ingest", str(source), "--corpus", "shop", "--encoder", "minilm", stdout=out)
     text = out.getvalue()
     assert "added: 2" in text and "rejected: 1" in text and "line 2: question is empty" in text
-    assert "index: 2 vectors (flat) live" in text
+    assert "index: 2 vectors (flat) live" in text and "vectors: 2 embedded, 0 reused" in text
     out = io.StringIO()
     call_command("ingest", str(source), "--corpus", "shop", stdout=out)
     assert "unchanged: 2" in out.getvalue() and "index: unchanged" in out.getvalue()
@@ -200,7 +200,8 @@ def test_an_ingest_landing_while_another_embeds_is_not_lost_or_duplicated(small_
         encoder_key="minilm",
         progress=other_job_lands_meanwhile,
     )
-    assert landed == ["2 added, 0 updated, 0 unchanged, 0 removed, 0 rejected"]
+    # The shared question's vector, stored by the first job's batch, was reused by the other.
+    assert landed == ["2 added, 0 updated, 0 unchanged, 0 removed, 0 rejected; vectors: 1 embedded, 1 reused"]
     # Planned before the other job landed, applied after it: the shared question is no longer new.
     assert (report.added, report.unchanged) == (1, 1)
     questions = list(QAPair.objects.filter(corpus=small_corpus).values_list("question", flat=True))

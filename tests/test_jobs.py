@@ -103,6 +103,8 @@ def test_reuploading_embeds_only_changed_questions(small_corpus: Corpus, monkeyp
     assert job.status == "succeeded", job.error
     assert (job.report["added"], job.report["updated"], job.report["removed"]) == (2, 3, 2)
     assert sorted(embedded) == ["How can I reach support?", "Is there an app for phones?"]
+    # The report says so: the 3 updated answers kept their questions, whose vectors were reused.
+    assert (job.report["embedded"], job.report["reused"]) == (2, 3)
 
 
 @pytest.mark.django_db
