@@ -132,6 +132,7 @@ def rank(
                 k=k,
                 params=params,
                 similarity=lambda ids: space.index.similarities(vector, ids),
+                vectors=space.index.vectors,
             )
     return [space.suggestion(pk, score) for pk, score in ranked if pk in space.position]
 

@@ -121,6 +121,12 @@ class VectorIndex:
         vectors = self._index.reconstruct_batch(id_array)
         return vectors @ np.asarray(query, dtype=np.float32).reshape(-1)
 
+    def vectors(self, ids: Sequence[int]) -> np.ndarray:
+        """The stored unit vectors of the given ids, one row each (ids must be in the index)."""
+        if not len(ids):
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return self._index.reconstruct_batch(np.asarray(ids, dtype=np.int64))
+
     # --- serialisation ---------------------------------------------------------------------
 
     def to_bytes(self) -> bytes:

@@ -48,11 +48,21 @@ class RankingParams:
     # corpus word it most often stands for ("how do i reset my pas" -> "... password"), once at
     # least this many characters of it are typed (0 = never): a half word embeds as noise.
     complete_min_chars: int = 2
+    # Pseudo-relevance feedback (Rocchio) without another encoder call: while the query has at
+    # most `feedback_max_words` words, every candidate is rescored against the query vector moved
+    # towards the stored vectors of the `feedback_docs` best lexical matches,
+    # q' = normalize(q + feedback_weight * mean(their vectors)). A short prefix embeds vaguely;
+    # the texts its words pick out say what such a query is usually about (0 = off). Helped most
+    # in a large corpus (padded covid dev 0.521 -> 0.554), a little on the small ones.
+    feedback_weight: float = 0.2
+    feedback_docs: int = 1
+    feedback_max_words: int = 5
 
 
 DEFAULT = RankingParams()
 
 Similarity = Callable[[Sequence[int]], npt.NDArray[np.floating]]
+Vectors = Callable[[Sequence[int]], npt.NDArray[np.floating]]
 
 
 def lexical_weight(query: str, params: RankingParams = DEFAULT) -> float:
@@ -88,11 +98,13 @@ def hybrid_rank(
     lexical: LexicalIndex,
     k: int,
     params: RankingParams = DEFAULT,
+    vectors: Vectors | None = None,
 ) -> list[tuple[int, float]]:
     """Return the top `k` (id, blended score) for `query`, best first, above `params.min_score`.
 
     `semantic` holds the vector index's nearest (id, cosine) pairs; `similarity(ids)` returns the
     query's cosine with any corpus ids, so lexical-only candidates are scored on both signals.
+    `vectors(ids)` returns stored unit vectors, for pseudo-relevance feedback (skipped without it).
     """
     lexical_all = lexical.scores_all(query)
     ids = [i for i, _ in semantic]
@@ -105,12 +117,51 @@ def hybrid_rank(
     if not ids:
         return []
     weight = lexical_weight(query, params)
-    # Cosines below zero mean "unrelated" just as zero does; clipping keeps the blend in [0, 1].
-    cos = np.clip(np.asarray(cosines, dtype=np.float32), 0.0, 1.0)
-    blended = (1.0 - weight) * cos + weight * lexical.scores_at(lexical_all, ids)
+    lexical_scores = lexical.scores_at(lexical_all, ids)
+    blended = _blend(cosines, lexical_scores, weight)
     if float(blended.max()) < params.min_score:
         return []
+    if vectors is not None and _feedback_applies(query, params):
+        # Decided on the typed query alone, above: the moved vector leans towards a corpus text
+        # by construction, so it would make off-topic input look answerable.
+        top = [i for i, score in lexical.top(lexical_all, limit=params.feedback_docs) if score > 0]
+        if top:
+            moved = _feedback_cosines(ids, cosines, top, similarity=similarity, vectors=vectors, params=params)
+            blended = _blend(moved, lexical_scores, weight)
     return _top_distinct(ids, blended, lexical=lexical, k=k, min_score=min(params.min_score, params.follow_score))
+
+
+def _blend(cosines: Sequence[float], lexical_scores: npt.NDArray[np.float32], weight: float) -> npt.NDArray[np.float32]:
+    # Cosines below zero mean "unrelated" just as zero does; clipping keeps the blend in [0, 1].
+    cos = np.clip(np.asarray(cosines, dtype=np.float32), 0.0, 1.0)
+    return (1.0 - weight) * cos + weight * lexical_scores
+
+
+def _feedback_applies(query: str, params: RankingParams) -> bool:
+    return params.feedback_weight > 0 and params.feedback_docs > 0 and len(tokenize(query)) <= params.feedback_max_words
+
+
+def _feedback_cosines(
+    ids: Sequence[int],
+    cosines: Sequence[float],
+    feedback: Sequence[int],
+    *,
+    similarity: Similarity,
+    vectors: Vectors,
+    params: RankingParams,
+) -> list[float]:
+    """Cosines of the candidates with the query vector moved towards `feedback`'s vectors.
+
+    q' = (q + beta * c) / |q + beta * c| with c the feedback texts' mean vector, so
+    q'.x = (q.x + beta * c.x) / sqrt(1 + 2 * beta * q.c + beta^2 * c.c): the query vector itself
+    is never needed, only its cosines.
+    """
+    beta = params.feedback_weight
+    centroid = np.asarray(vectors(feedback), dtype=np.float32).mean(axis=0)
+    q_dot_c = float(np.mean(similarity(feedback)))
+    norm = float(np.sqrt(max(1.0 + 2.0 * beta * q_dot_c + beta * beta * float(centroid @ centroid), 1e-12)))
+    toward = np.asarray(vectors(ids), dtype=np.float32) @ centroid
+    return ((np.asarray(cosines, dtype=np.float32) + beta * toward) / norm).tolist()
 
 
 def semantic_rank(

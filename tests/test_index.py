@@ -39,6 +39,12 @@ def test_similarities_match_inner_products() -> None:
     assert index.similarities(vectors[3], []).shape == (0,)
 
 
+def test_vectors_returns_the_stored_rows_by_id() -> None:
+    index, vectors = build()
+    np.testing.assert_allclose(index.vectors([107, 100]), vectors[[7, 0]], atol=1e-6)
+    assert index.vectors([]).shape == (0, index.dimension)
+
+
 def test_save_load_round_trip(tmp_path: Path) -> None:
     index, vectors = build()
     path = tmp_path / "a.faiss"

@@ -151,3 +151,73 @@ def test_runners_up_need_only_the_follow_score_once_the_best_clears_the_cut_off(
     assert [i for i, _ in rank("zzz", vector, lexical, follow_score=0.1, **cosine_only)] == [12, 13]
     # When even the best (0.42) misses the cut-off, nothing is shown.
     assert rank("zzz", [0.0, 0.0, 0.4, 0.3, 0.8], lexical, follow_score=0.1, **cosine_only) == []
+
+
+def stored_vectors(ids: Sequence[int]) -> npt.NDArray[np.float32]:
+    return np.stack([VECTORS[i] for i in ids])
+
+
+def feedback_rank(query: str, vector: Sequence[float], lexical: LexicalIndex, **overrides: float) -> dict[int, float]:
+    semantic, similarity = searcher(vector)
+    # Cosine alone and no cut-off, so each score is the (moved) query's cosine itself.
+    params = replace(DEFAULT, lexical_weight_partial=0.0, lexical_weight_complete=0.0, short_query_shift=0.0)
+    params = replace(params, **{"min_score": 0.0, "follow_score": 0.0, **overrides})
+    ranked = hybrid_rank(
+        query,
+        semantic=semantic,
+        similarity=similarity,  # type: ignore[arg-type]
+        lexical=lexical,
+        k=5,
+        params=params,
+        vectors=stored_vectors,
+    )
+    return dict(ranked)
+
+
+def test_feedback_moves_the_query_towards_the_best_lexical_match(lexical: LexicalIndex) -> None:
+    # "incubation" picks text 13 lexically; the vague vector leans towards 12.
+    vector = np.array([0.1, 0.0, 0.6, 0.3, 0.7], dtype=np.float32)
+    q = vector / np.linalg.norm(vector)
+    moved = q + 0.5 * VECTORS[13]
+    moved /= np.linalg.norm(moved)
+    scores = feedback_rank("incubation", vector, lexical, feedback_weight=0.5, feedback_docs=1)
+    for pk, score in scores.items():
+        assert score == pytest.approx(float(np.clip(moved @ VECTORS[pk], 0, 1)), abs=1e-5)
+    assert next(iter(scores)) == 13
+    assert next(iter(feedback_rank("incubation", vector, lexical, feedback_weight=0.0))) == 12
+
+
+def test_feedback_averages_several_lexical_matches(lexical: LexicalIndex) -> None:
+    vector = np.array([0.0, 0.0, 0.0, 0.0, 1.0], dtype=np.float32)
+    # "can" is in texts 11, 12 and 14 (14 has 11's vector); the mean of two is taken.
+    top = [i for i, _ in lexical.search("can", limit=2)]
+    centroid = stored_vectors(top).mean(axis=0)
+    moved = vector + 1.0 * centroid
+    moved /= np.linalg.norm(moved)
+    scores = feedback_rank("can", vector, lexical, feedback_weight=1.0, feedback_docs=2)
+    for pk in top:
+        assert scores[pk] == pytest.approx(float(moved @ VECTORS[pk]), abs=1e-5)
+
+
+def test_feedback_only_applies_to_short_queries(lexical: LexicalIndex) -> None:
+    vector = [0.1, 0.0, 0.6, 0.3, 0.7]
+    long_query = "how long is the incubation period"
+    plain = feedback_rank(long_query, vector, lexical, feedback_weight=0.0)
+    assert feedback_rank(long_query, vector, lexical, feedback_weight=0.5, feedback_max_words=5) == plain
+    assert feedback_rank(long_query, vector, lexical, feedback_weight=0.5, feedback_max_words=6) != plain
+
+
+def test_feedback_is_skipped_without_lexical_matches_or_stored_vectors(lexical: LexicalIndex) -> None:
+    vector = [0.1, 0.0, 0.6, 0.3, 0.7]
+    assert feedback_rank("zzz", vector, lexical, feedback_weight=0.5) == feedback_rank("zzz", vector, lexical)
+    with_feedback = feedback_rank("incubation", vector, lexical, feedback_weight=0.5)
+    assert with_feedback != feedback_rank("incubation", vector, lexical, feedback_weight=0.0)
+    assert rank("incubation", vector, lexical, feedback_weight=0.5) == rank("incubation", vector, lexical)
+
+
+def test_feedback_does_not_decide_the_cut_off(lexical: LexicalIndex) -> None:
+    # Cosine 0.25 with text 13 misses a 0.3 cut-off; moved towards 13 it would reach 0.61, but
+    # whether anything is worth showing is decided on the typed query alone.
+    vector = [0.0, 0.0, 0.0, 0.25, 0.97]
+    assert feedback_rank("incubation", vector, lexical, min_score=0.3, feedback_weight=0.5) == {}
+    assert feedback_rank("incubation", vector, lexical, min_score=0.2, feedback_weight=0.5)[13] > 0.6
