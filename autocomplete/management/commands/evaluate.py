@@ -24,6 +24,7 @@ from autocomplete.evaluation import (
     stderr_progress,
 )
 from embeddings.encoders import EncoderError
+from embeddings.index import set_threads
 
 LEXICAL_BASELINE = "prefix-aware IDF keyword matching (embeddings/lexical.py), no vectors"
 
@@ -124,6 +125,9 @@ class Command(BaseCommand):
             }
         if options["latency"]:
             print("timing hybrid and semantic ranking ...", file=sys.stderr, flush=True)
+            # Timed as a serving worker runs (autocomplete/warmup.py): faiss on the configured
+            # threads, one by default; idle OpenMP threads would otherwise blur the comparison.
+            set_threads(settings.AUTOCOMPLETE_ENCODER_THREADS or 1)
             report["latency"] = added_latency(space, encoder, queries, k=options["k"], fractions=fractions)
         if options["json"]:
             self.stdout.write(json.dumps(report))
