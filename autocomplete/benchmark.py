@@ -82,10 +82,11 @@ def corpus_rows(data_dir: Path, limit: int | None = None) -> list[tuple[str, str
             for record in csv.DictReader(handle):
                 question = record["question"].strip()
                 key = normalise_question(question)
-                if not question or key in seen or len(question) > 1000:
+                if not question or key in seen or len(question) > settings.AUTOCOMPLETE_MAX_QUESTION_LENGTH:
                     continue
                 seen.add(key)
-                rows.append((question, (record.get("answer") or "").strip()[:20000] or NO_ANSWER))
+                answer = (record.get("answer") or "").strip()[: settings.AUTOCOMPLETE_MAX_ANSWER_LENGTH]
+                rows.append((question, answer or NO_ANSWER))
                 if limit is not None and len(rows) >= limit:
                     return rows
     return rows

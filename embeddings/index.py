@@ -115,11 +115,7 @@ class VectorIndex:
 
     def similarities(self, query: np.ndarray, ids: Sequence[int]) -> np.ndarray:
         """Cosine of the query with each given id (ids must be in the index)."""
-        if not len(ids):
-            return np.zeros(0, dtype=np.float32)
-        id_array = np.asarray(ids, dtype=np.int64)
-        vectors = self._index.reconstruct_batch(id_array)
-        return vectors @ np.asarray(query, dtype=np.float32).reshape(-1)
+        return self.vectors(ids) @ np.asarray(query, dtype=np.float32).reshape(-1)
 
     def vectors(self, ids: Sequence[int]) -> np.ndarray:
         """The stored unit vectors of the given ids, one row each (ids must be in the index)."""
