@@ -44,7 +44,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 # Bump when the exported graph or the manifest changes meaning, so old exports are redone.
-EXPORT_FORMAT = 1
+# 2: eager attention, TorchScript exporter first, onnxruntime's transformer fusions before quantizing.
+EXPORT_FORMAT = 2
 MANIFEST_FILENAME = "manifest.json"
 FP32_FILENAME = "model.onnx"
 INT8_FILENAME = "model_int8.onnx"
@@ -192,8 +193,7 @@ def _build_export(model_dir: Path, staging: Path, *, quantize: bool) -> dict[str
     from sentence_transformers import SentenceTransformer
 
     started = time.perf_counter()
-    model = SentenceTransformer(str(model_dir), device="cpu")
-    model.eval()
+    model = _load_for_export(model_dir)
     pooling = _pooling_mode(model)
     tokenizer_src = model_dir / TOKENIZER_FILENAME
     if not tokenizer_src.is_file():
@@ -205,6 +205,7 @@ def _build_export(model_dir: Path, staging: Path, *, quantize: bool) -> dict[str
     input_names = _input_names(model)
     fp32_path = staging / FP32_FILENAME
     exporter = _torch_export(model, pooling, input_names, fp32_path)
+    fused = _fuse(fp32_path, model)
     exported = time.perf_counter()
     onnx_path = fp32_path
     if quantize:
@@ -229,6 +230,7 @@ def _build_export(model_dir: Path, staging: Path, *, quantize: bool) -> dict[str
         "max_seq_length": max_seq_length,
         "inputs": list(input_names),
         "exporter": exporter,
+        "fused": fused,
         "verify_min_cosine": round(min_cosine, 6),
         "source_dir": str(model_dir),
         "seconds": {
@@ -238,6 +240,46 @@ def _build_export(model_dir: Path, staging: Path, *, quantize: bool) -> dict[str
         },
         "versions": _versions(),
     }
+
+
+def _load_for_export(model_dir: Path) -> SentenceTransformer:
+    """The model with eager attention: SDPA exports as a graph onnxruntime cannot fuse."""
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        model = SentenceTransformer(str(model_dir), device="cpu", model_kwargs={"attn_implementation": "eager"})
+    except (TypeError, ValueError):  # an architecture without the setting: its default attention
+        model = SentenceTransformer(str(model_dir), device="cpu")
+    return model.eval()
+
+
+def _fuse(path: Path, model: SentenceTransformer) -> dict[str, int]:
+    """Fuse attention, layer norms and GELU with onnxruntime's transformer optimizer, in place.
+
+    Fewer, larger kernels: measured 13-16 % less time per query (int8, one thread, 1,500 typed
+    prefixes, interleaved) on all-MiniLM-L6-v2. Returns the fused operator counts ({} when the
+    graph is not a BERT the optimizer recognises; the unfused graph is kept and still correct).
+    """
+    from onnxruntime.transformers import optimizer
+
+    config = model[0].auto_model.config
+    if getattr(config, "model_type", None) != "bert":
+        return {}
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            optimized = optimizer.optimize_model(
+                str(path),
+                model_type="bert",
+                num_heads=int(config.num_attention_heads),
+                hidden_size=int(config.hidden_size),
+                opt_level=1,
+            )
+        counts = {op: n for op, n in optimized.get_fused_operator_statistics().items() if n}
+        optimized.save_model_to_file(str(path))
+    except Exception:  # noqa: BLE001 - fusion is an optimisation: the unfused graph still serves
+        logger.warning("onnxruntime transformer fusion failed; exporting the unfused graph", exc_info=True)
+        return {}
+    return counts
 
 
 def _pooling_mode(model: SentenceTransformer) -> str:
@@ -310,7 +352,11 @@ def _pooled_encoder(model: SentenceTransformer, pooling: str, n_inputs: int) -> 
 
 
 def _torch_export(model: SentenceTransformer, pooling: str, input_names: tuple[str, ...], path: Path) -> str:
-    """Export with the dynamo exporter, falling back to the TorchScript one; return which worked."""
+    """Export with the TorchScript exporter, falling back to the dynamo one; return which worked.
+
+    TorchScript first: its graph is the one onnxruntime's transformer optimizer fuses (`_fuse`);
+    the dynamo graph serves correctly but measured 5-8 % slower per query after fusion.
+    """
     import torch
 
     module = _pooled_encoder(model, pooling, len(input_names))
@@ -322,48 +368,64 @@ def _torch_export(model: SentenceTransformer, pooling: str, input_names: tuple[s
     }
     sample["attention_mask"][1, 10:] = 0
     args = tuple(sample[name] for name in input_names)
-    batch = torch.export.Dim("batch")
-    seq = torch.export.Dim("sequence", max=MAX_POSITIONS)
     common: dict[str, Any] = {
         "input_names": list(input_names),
         "output_names": ["sentence_embedding"],
         "external_data": False,
     }
     with torch.no_grad(), warnings.catch_warnings():
-        # Known-harmless exporter chatter in torch 2.13 (the shared axis names are what we asked for).
+        # Known-harmless exporter chatter in torch 2.13: the TorchScript exporter's deprecation
+        # notice and tracer warnings about Python control flow on shapes (the axes are declared
+        # dynamic below), the dynamo exporter's note on shared axis names.
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        # Raised for the attention mask's indexing, whose indices are never negative; `_verify`
+        # checks padded batches against torch anyway.
+        warnings.filterwarnings("ignore", message=r"Exporting aten::index operator of advanced indexing")
         warnings.filterwarnings("ignore", message=r"# The axis name: .* will not be used")
         warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
         try:
+            axes = {name: {0: "batch", 1: "sequence"} for name in input_names}
             torch.onnx.export(
                 module,
                 args,
                 str(path),
-                dynamo=True,
-                dynamic_shapes={name: {0: batch, 1: seq} for name in input_names},
+                dynamo=False,
+                dynamic_axes={**axes, "sentence_embedding": {0: "batch"}},
+                opset_version=17,
                 **common,
             )
-            return "dynamo"
-        except Exception:  # noqa: BLE001 - any dynamo failure: the legacy exporter may still work
-            logger.warning("dynamo ONNX export failed; retrying with dynamo=False", exc_info=True)
+            return "torchscript"
+        except Exception:  # noqa: BLE001 - any TorchScript failure: the dynamo exporter may still work
+            logger.warning("TorchScript ONNX export failed; retrying with dynamo=True", exc_info=True)
             path.unlink(missing_ok=True)
-        axes = {name: {0: "batch", 1: "sequence"} for name in input_names}
+        batch = torch.export.Dim("batch")
+        seq = torch.export.Dim("sequence", max=MAX_POSITIONS)
         torch.onnx.export(
             module,
             args,
             str(path),
-            dynamo=False,
-            dynamic_axes={**axes, "sentence_embedding": {0: "batch"}},
-            opset_version=17,
+            dynamo=True,
+            dynamic_shapes={name: {0: batch, 1: seq} for name in input_names},
             **common,
         )
-    return "torchscript"
+    return "dynamo"
 
 
 def _quantize(fp32_path: Path, int8_path: Path) -> None:
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     # per_channel: per-tensor weight scales cost ~0.04 cosine on MiniLM (0.93-0.96 vs 0.99).
-    quantize_dynamic(fp32_path, int8_path, weight_type=QuantType.QInt8, per_channel=True)
+    # DefaultTensorType: the fused operators (com.microsoft domain) are unknown to ONNX shape
+    # inference, so their outputs' types are stated (float) rather than inferred.
+    quantize_dynamic(
+        fp32_path,
+        int8_path,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
 
 
 def _verify(

@@ -130,6 +130,18 @@ def test_reexport_is_noop(model_dir: Path, exports: dict[str, Path], variant: st
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("variant", ["fp32", "int8"])
+def test_bert_graph_is_fused(exports: dict[str, Path], variant: str) -> None:
+    # The fused graph is the fast one (README "Speed"); a transformers or exporter upgrade that
+    # silently stops the fusion would cost ~15 % per keystroke without failing anything else.
+    manifest = read_manifest(exports[variant].parent)
+    assert manifest is not None
+    assert manifest["exporter"] == "torchscript"
+    assert manifest["fused"].get("Attention") == 6  # one per MiniLM layer
+    assert manifest["fused"].get("SkipLayerNormalization") == 12
+
+
+@pytest.mark.slow
 def test_export_dir_holds_only_what_serving_needs(exports: dict[str, Path]) -> None:
     out_dir = exports["int8"].parent
     assert exports["int8"].name == INT8_FILENAME
