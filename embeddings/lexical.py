@@ -25,10 +25,19 @@ import numpy.typing as npt
 _TOKEN_RE = re.compile(r"[^\W_]+")
 # Resolution of the score histogram used to select the best matches (see LexicalIndex.top).
 _BINS = 1024
+# Words in at least this share of the texts (and at least _DENSE_MIN_DF of them) also get a dense
+# 0/1 column: crediting 20k+ scattered texts costs 10x more than one pass over a column, and such
+# words ("how", "do", "the") are in nearly every query. At 67k questions: 20 words, 1.3 MB.
+_DENSE_MIN_SHARE = 1 / 16
+_DENSE_MIN_DF = 1024
 
 
 def normalize_text(text: str) -> str:
     """Return `text` NFKC-normalised, case-folded and stripped of accents."""
+    if text.isascii():
+        # ASCII is its own NFKC form and has no accents; casefold is lower. Most typed queries
+        # take this path, which runs per keystroke several times (about 20x faster than below).
+        return text.lower()
     # NFKC first folds compatibility forms (ligatures, full-width letters), casefold handles ß and
     # friends, then NFD exposes accents as combining marks so they can be dropped.
     folded = unicodedata.normalize("NFKC", text).casefold()
@@ -97,6 +106,7 @@ class LexicalIndex:
         tokens = [tokenize(t) for t in texts]
         docs = [sorted(set(words)) for words in tokens]
         self._build_postings(docs)
+        self._build_dense_columns()
         self._build_length_factors([len(words) for words in tokens])
         self._build_typo_keys()
         self._build_duplicate_groups(texts)
@@ -121,6 +131,15 @@ class LexicalIndex:
         self._idf = np.log1p(n / np.maximum(df, 1)).astype(np.float64)
         self._unknown_idf = math.log1p(n)
 
+    def _build_dense_columns(self) -> None:
+        threshold = max(_DENSE_MIN_DF, math.ceil(len(self._ids) * _DENSE_MIN_SHARE))
+        frequent = np.flatnonzero(self._df >= threshold)
+        self._dense_row = np.full(len(self.vocabulary), -1, dtype=np.int32)
+        self._dense_row[frequent] = np.arange(len(frequent), dtype=np.int32)
+        self._dense = np.zeros((len(frequent), len(self._ids)), dtype=np.uint8)
+        for row, term in enumerate(frequent):
+            self._dense[row, self._docs[self._ptr[term] : self._ptr[term + 1]]] = 1
+
     def _build_length_factors(self, lengths: list[int]) -> None:
         # BM25's length normalisation for a word seen once (k1 = 1.2), capped at 1 so that scores
         # stay in [0, 1]: a match in a long text is more likely to be incidental.
@@ -128,7 +147,10 @@ class LexicalIndex:
         b, k1 = self.params.length_penalty, 1.2
         relative = length / max(float(length.mean()), 1.0) if length.size else length
         factor = (k1 + 1) / (k1 * (1 - b + b * relative) + 1)
-        self._length_factor = np.minimum(factor, 1.0).astype(np.float32)
+        # None when no text is penalised (b = 0): skips a pass over every score per keystroke.
+        self._length_factor: npt.NDArray[np.float32] | None = (
+            np.minimum(factor, 1.0).astype(np.float32) if b > 0 else None
+        )
 
     def _build_typo_keys(self) -> None:
         # Deletion neighbourhood (SymSpell): two words within one edit share a one-deletion key.
@@ -157,14 +179,21 @@ class LexicalIndex:
         for word in self._query_terms(query):
             mass += word.mass
             if len(word.matches) == 1:
-                # Fancy-index `+=` writes each text once even when it is listed twice, so a text
-                # holding several expansions of the word is credited once: a union.
                 terms, credit = word.matches[0]
-                acc[self._postings(terms)] += credit
+                dense = self._dense_row[terms]
+                if (dense < 0).all():
+                    # Fancy-index `+=` writes each text once even when it is listed twice, so a
+                    # text holding several expansions of the word is credited once: a union.
+                    acc[self._postings(terms)] += credit
+                else:
+                    acc += self._holds_any(terms, dense) * np.float32(credit)
             elif word.matches:
                 acc += self._best_credit(word.matches, len(acc))
         if mass > 0:
-            acc *= self._length_factor / mass
+            if self._length_factor is None:
+                acc *= 1.0 / mass
+            else:
+                acc *= self._length_factor / mass
         return acc
 
     def scores_for(self, query: str, ids: Sequence[int]) -> npt.NDArray[np.float32]:
@@ -230,8 +259,23 @@ class LexicalIndex:
         # an inflection and the exact word keeps the exact word's credit.
         credit = np.zeros(size, dtype=np.float32)
         for terms, weight in matches:
-            credit[self._postings(terms)] = weight
+            dense = self._dense_row[terms]
+            if (dense < 0).all():
+                credit[self._postings(terms)] = weight
+            else:
+                np.maximum(credit, self._holds_any(terms, dense) * np.float32(weight), out=credit)
         return credit
+
+    def _holds_any(self, terms: npt.NDArray[np.int64], dense: npt.NDArray[np.int32]) -> npt.NDArray[np.uint8]:
+        """A 0/1 column: which texts contain at least one of `terms` (`dense` = their dense rows)."""
+        rows = dense[dense >= 0]
+        sparse = terms[dense < 0]
+        if rows.size == 1 and not sparse.size:
+            return self._dense[rows[0]]
+        holds = self._dense[rows[0]].copy() if rows.size == 1 else np.bitwise_or.reduce(self._dense[rows], axis=0)
+        if sparse.size:
+            holds[self._postings(sparse)] = 1
+        return holds
 
     def _postings(self, terms: npt.NDArray[np.int64]) -> npt.NDArray[np.int32]:
         if terms.size == 1:

@@ -107,10 +107,13 @@ def hybrid_rank(
     `vectors(ids)` returns stored unit vectors, for pseudo-relevance feedback (skipped without it).
     """
     lexical_all = lexical.scores_all(query)
+    # One selection serves both the extra candidates and the feedback texts (a pass over every
+    # text's score each, per keystroke).
+    best_lexical = lexical.top(lexical_all, limit=max(params.lexical_candidates, params.feedback_docs))
     ids = [i for i, _ in semantic]
     cosines = [c for _, c in semantic]
     seen = set(ids)
-    extra = [i for i, _ in lexical.top(lexical_all, limit=params.lexical_candidates) if i not in seen]
+    extra = [i for i, _ in best_lexical[: params.lexical_candidates] if i not in seen]
     if extra:
         ids += extra
         cosines += [float(c) for c in np.asarray(similarity(extra)).ravel()]
@@ -124,7 +127,7 @@ def hybrid_rank(
     if vectors is not None and _feedback_applies(query, params):
         # Decided on the typed query alone, above: the moved vector leans towards a corpus text
         # by construction, so it would make off-topic input look answerable.
-        top = [i for i, score in lexical.top(lexical_all, limit=params.feedback_docs) if score > 0]
+        top = [i for i, score in best_lexical[: params.feedback_docs] if score > 0]
         if top:
             moved = _feedback_cosines(ids, cosines, top, similarity=similarity, vectors=vectors, params=params)
             blended = _blend(moved, lexical_scores, weight)

@@ -168,3 +168,37 @@ def test_completion_prefers_the_word_itself_on_a_tie(index: LexicalIndex) -> Non
     tied = LexicalIndex([1, 2], ["wear a mask", "two masks"])
     assert tied.complete("mask") == "mask"
     assert index.complete("sur") == "surfaces"
+
+
+def test_dense_columns_for_frequent_words_score_exactly_as_postings(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Frequent words are credited through dense 0/1 columns (speed); every score must be what the
+    # postings alone give: whole words, inflections (two readings), typos and prefixes whose
+    # expansions mix frequent and rare words.
+    from embeddings import lexical
+
+    rng = np.random.default_rng(7)
+    common = ["how", "do", "i", "the", "mask", "masks", "wear", "what", "is", "vaccine"]
+    rare = ["masked", "wearing", "whatever", "vaccines", "vaccination", "island", "doctor", "dosage", "theory"]
+    texts = [
+        " ".join(rng.choice(common, size=4).tolist() + rng.choice(rare, size=int(rng.integers(0, 3))).tolist())
+        for _ in range(400)
+    ]
+    ids = list(range(1, len(texts) + 1))
+    monkeypatch.setattr(lexical, "_DENSE_MIN_DF", 10**9)
+    sparse_index = LexicalIndex(ids, texts)
+    monkeypatch.setattr(lexical, "_DENSE_MIN_DF", 1)
+    monkeypatch.setattr(lexical, "_DENSE_MIN_SHARE", 0.2)
+    dense_index = LexicalIndex(ids, texts)
+    assert dense_index._dense.shape[0] >= len(common) - 1 and sparse_index._dense.shape[0] == 0
+
+    queries = ["how do i", "how do i wear the mask ", "masks", "vaccine", "vacine island", "wh", "do", "is", "m", "the"]
+    for query in queries + [q[:n] for q in queries for n in range(1, len(q))]:
+        np.testing.assert_allclose(dense_index.scores_all(query), sparse_index.scores_all(query), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("text", ["How do I Wear a MASK?", "  tabs\tand 123 ", "", "C'est l'ÉTÉ"])
+def test_ascii_fast_path_normalises_as_the_full_path(text: str) -> None:
+    import unicodedata
+
+    folded = unicodedata.normalize("NFD", unicodedata.normalize("NFKC", text).casefold())
+    assert normalize_text(text) == "".join(ch for ch in folded if not unicodedata.combining(ch))
