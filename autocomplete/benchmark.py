@@ -9,6 +9,7 @@ and one worker.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import http.client
 import json
@@ -30,7 +31,7 @@ from typing import Any
 
 from django.conf import settings
 
-from .loadtest import replay, suggest_path, typing_prefixes
+from .loadtest import replay, replay_paired, suggest_path, typing_prefixes
 from .models import normalise_question
 
 CORPUS_SLUG = "bench"
@@ -247,15 +248,33 @@ def worker_memory(master_pid: int) -> dict[str, float]:
     }
 
 
-def measure_stack(env: dict[str, str], log: Path, paths: Sequence[str], options: Options) -> dict[str, Any]:
-    """Cold start, one typist, then each concurrency; memory read after the load."""
-    with running_server(env, log) as server:
-        runs = [replay(paths, port=server.port, concurrency=1, seconds=options.seconds).summary()]
+def measure_stacks(
+    stacks: dict[str, tuple[dict[str, str], Path]], paths: Sequence[str], options: Options
+) -> dict[str, dict[str, Any]]:
+    """Cold start of each stack, one typist paired across all of them, then each concurrency per stack.
+
+    The stacks are started one after another (each cold start on an otherwise idle machine) and
+    stay up together: the one-typist figures come from `replay_paired`, every prefix sent to each
+    server in turn, so the latency ratios compare the same prefixes at the same moments. Under
+    concurrency each stack is loaded alone (the others idle). Memory is read after the load.
+    """
+    with contextlib.ExitStack() as stack:
+        servers = {name: stack.enter_context(running_server(env, log)) for name, (env, log) in stacks.items()}
+        # Twice the window: it is shared between the servers.
+        single = replay_paired(paths, ports=[s.port for s in servers.values()], seconds=options.seconds * len(servers))
+        figures = {
+            name: {"cold_start_s": server.cold_start_s, "runs": [result.summary()]}
+            for (name, server), result in zip(servers.items(), single, strict=True)
+        }
         for concurrency in options.concurrency:
-            if concurrency != 1:
-                runs.append(replay(paths, port=server.port, concurrency=concurrency, seconds=options.seconds).summary())
-        memory = worker_memory(server.process.pid)
-    return {"cold_start_s": server.cold_start_s, "memory": memory, "runs": runs}
+            if concurrency == 1:
+                continue
+            for name, server in servers.items():
+                load = replay(paths, port=server.port, concurrency=concurrency, seconds=options.seconds)
+                figures[name]["runs"].append(load.summary())
+        for name, server in servers.items():
+            figures[name]["memory"] = worker_memory(server.process.pid)
+    return figures
 
 
 # --- the whole run ----------------------------------------------------------------------------
@@ -293,10 +312,14 @@ def run_bench(options: Options, *, progress: Any = None) -> dict[str, Any]:
         copy_database(ours_dir / "db.sqlite3", baseline_dir / "db.sqlite3")
         flat_env = baseline_env | {"AUTOCOMPLETE_ENCODER_BACKEND": "onnx-int8"}
         _run([sys.executable, "manage.py", "reindex", CORPUS_SLUG, "--encoder", ENCODER], flat_env)
-        say("serving ours")
-        ours |= measure_stack(ours_env, workdir / "ours.log", paths, options)
-        say("serving the baseline")
-        baseline |= measure_stack(baseline_env, workdir / "baseline.log", paths, options)
+        say("serving ours and the baseline (one typist paired across both, then each under load)")
+        served = measure_stacks(
+            {"ours": (ours_env, workdir / "ours.log"), "baseline": (baseline_env, workdir / "baseline.log")},
+            paths,
+            options,
+        )
+        ours |= served["ours"]
+        baseline |= served["baseline"]
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     report = {

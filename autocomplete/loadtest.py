@@ -57,6 +57,20 @@ def suggest_path(prefix: str, *, corpus: str, k: int = 5) -> str:
 _paths: list[str] = []
 
 
+def _send(connection: http.client.HTTPConnection, path: str) -> tuple[float, bool]:
+    """One GET on `connection`: its latency in ms and whether it answered 200."""
+    started = time.perf_counter()
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        response.read()
+        ok = response.status == 200
+    except (OSError, http.client.HTTPException):
+        ok = False
+        connection.close()  # the next request reconnects
+    return (time.perf_counter() - started) * 1000, ok
+
+
 def _typist(port: int, offset: int, start_at: float, seconds: float) -> tuple[int, int, list[float]]:
     """Send prefixes from `offset` on, one after another, until the window closes."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -66,21 +80,43 @@ def _typist(port: int, offset: int, start_at: float, seconds: float) -> tuple[in
     time.sleep(max(0.0, start_at - time.time()))
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
-        path = _paths[position % len(_paths)]
+        latency, ok = _send(connection, _paths[position % len(_paths)])
         position += 1
-        started = time.perf_counter()
-        try:
-            connection.request("GET", path)
-            response = connection.getresponse()
-            response.read()
-            ok = response.status == 200
-        except (OSError, http.client.HTTPException):
-            ok = False
-            connection.close()  # the next request reconnects
-        latencies.append((time.perf_counter() - started) * 1000)
+        latencies.append(latency)
         errors += 0 if ok else 1
     connection.close()
     return len(latencies), errors, latencies
+
+
+def replay_paired(paths: Sequence[str], *, ports: Sequence[int], seconds: float) -> list[LoadResult]:
+    """One typist sending every prefix to each server in turn; one result per port, in order.
+
+    Every server answers the same prefixes, and the order rotates per prefix, so a noisy machine's
+    drift (other processes, CPU frequency) falls on all of them alike: their ratios hold even when
+    the absolute figures move. A result's requests/s is one typist's rate against that server
+    alone (requests over the time spent waiting for it).
+    """
+    if not paths or not ports:
+        raise ValueError("replay_paired() needs request paths and ports.")
+    connections = [http.client.HTTPConnection("127.0.0.1", port, timeout=30) for port in ports]
+    latencies: list[list[float]] = [[] for _ in ports]
+    errors = [0] * len(ports)
+    deadline = time.perf_counter() + seconds
+    step = 0
+    while time.perf_counter() < deadline:
+        path = paths[step % len(paths)]
+        for turn in range(len(ports)):
+            server = (step + turn) % len(ports)
+            latency, ok = _send(connections[server], path)
+            latencies[server].append(latency)
+            errors[server] += 0 if ok else 1
+        step += 1
+    for connection in connections:
+        connection.close()
+    return [
+        LoadResult(concurrency=1, seconds=sum(values) / 1000, requests=len(values), errors=failed, latencies_ms=values)
+        for values, failed in zip(latencies, errors, strict=True)
+    ]
 
 
 def replay(paths: Sequence[str], *, port: int, concurrency: int, seconds: float) -> LoadResult:

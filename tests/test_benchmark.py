@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import io
 import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from django.core.management import call_command
 
 from autocomplete.benchmark import corpus_rows, held_out_queries
-from autocomplete.loadtest import LoadResult, typing_prefixes
+from autocomplete.loadtest import LoadResult, replay_paired, suggest_path, typing_prefixes
 from autocomplete.management.commands.bench import format_report
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -26,6 +29,45 @@ def test_typing_prefixes_are_every_keystroke() -> None:
 def test_an_empty_run_summarises_without_failing() -> None:
     summary = LoadResult(concurrency=1, seconds=1.0, requests=0, errors=0, latencies_ms=[]).summary()
     assert set(summary) == RUN_FIELDS and summary["requests_per_second"] == 0.0
+
+
+@pytest.fixture
+def two_servers() -> Iterator[list[tuple[int, list[str]]]]:
+    """Two local HTTP servers recording the paths they are asked for; the second answers 500."""
+    servers = []
+    for status in (200, 500):
+        seen: list[str] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self, seen: list[str] = seen, status: int = status) -> None:  # noqa: N802 - http.server's name
+                seen.append(self.path)
+                self.send_response(status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append((server, seen))
+    yield [(server.server_address[1], seen) for server, seen in servers]
+    for server, _ in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def test_paired_replay_sends_every_prefix_to_each_server(two_servers: list[tuple[int, list[str]]]) -> None:
+    paths = [suggest_path(prefix, corpus="help") for prefix in typing_prefixes(["how do", "mask"])]
+    ok, failing = replay_paired(paths, ports=[port for port, _ in two_servers], seconds=0.3)
+    (_, seen_ok), (_, seen_failing) = two_servers
+    # Same prefixes, in typing order, to both: the ratio compares like with like.
+    assert seen_ok == seen_failing and seen_ok[: len(paths)] == paths
+    assert ok.requests == failing.requests == len(seen_ok)
+    assert ok.errors == 0 and failing.errors == failing.requests
+    # One typist's rate against that server alone: requests over the time spent waiting for it.
+    assert ok.summary()["requests_per_second"] == pytest.approx(1000 / ok.summary()["mean_ms"], rel=0.02)
 
 
 @needs_data
