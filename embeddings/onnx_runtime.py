@@ -190,7 +190,6 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 def _build_export(model_dir: Path, staging: Path, *, quantize: bool) -> dict[str, Any]:
     """Write the ONNX graph(s) and tokenizer into `staging`; return the manifest (minus fingerprint)."""
-    from sentence_transformers import SentenceTransformer
 
     started = time.perf_counter()
     model = _load_for_export(model_dir)
