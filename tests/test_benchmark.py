@@ -60,10 +60,11 @@ def two_servers() -> Iterator[list[tuple[int, list[str]]]]:
 
 def test_paired_replay_sends_every_prefix_to_each_server(two_servers: list[tuple[int, list[str]]]) -> None:
     paths = [suggest_path(prefix, corpus="help") for prefix in typing_prefixes(["how do", "mask"])]
-    ok, failing = replay_paired(paths, ports=[port for port, _ in two_servers], seconds=0.3)
+    ok, failing = replay_paired(paths, ports=[port for port, _ in two_servers], seconds=0.3, block=4)
     (_, seen_ok), (_, seen_failing) = two_servers
     # Same prefixes, in typing order, to both: the ratio compares like with like.
     assert seen_ok == seen_failing and seen_ok[: len(paths)] == paths
+    assert len(seen_ok) % 4 == 0
     assert ok.requests == failing.requests == len(seen_ok)
     assert ok.errors == 0 and failing.errors == failing.requests
     # One typist's rate against that server alone: requests over the time spent waiting for it.
