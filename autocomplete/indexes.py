@@ -76,7 +76,10 @@ def embed_texts(encoder: Encoder, texts: Sequence[str], *, progress: Progress | 
         known.update(rows.values_list("text_sha256", "vector"))
     missing = {h: t for h, t in zip(hashes, texts, strict=True) if h not in known}
     batch = settings.AUTOCOMPLETE_EMBED_BATCH_SIZE * 8
-    items = list(missing.items())
+    # Shortest first: the encoder pads each batch to its longest text, and it only sorts within
+    # one call (`batch` texts), so sorting all of them first wastes less on padding (measured
+    # about 10 % more texts/s on 10k bench questions). Rows are matched back by hash below.
+    items = sorted(missing.items(), key=lambda item: len(item[1]))
     done = len(texts) - len(items)
     for start in range(0, len(items), batch):
         chunk_items = items[start : start + batch]
