@@ -54,8 +54,8 @@ def hnsw_options() -> HNSWOptions:
 
 
 def embedding_key(encoder: Encoder) -> str:
-    """Stored vectors are reused only from the same encoder run by the same backend."""
-    return f"{encoder.spec.key}:{encoder.backend_label}"
+    """Stored vectors are reused only from the same encoder producing the same vectors."""
+    return f"{encoder.spec.key}:{encoder.vector_space}"
 
 
 @dataclass(frozen=True)

@@ -156,7 +156,7 @@ def embed_query(encoder: Encoder, query: str) -> np.ndarray:
         return encoder.encode([query])[0]
     cache = caches[alias]
     digest = hashlib.blake2b(query.encode(), digest_size=16).hexdigest()
-    key = f"qv:{encoder.spec.key}:{encoder.backend_label}:{digest}"
+    key = f"qv:{encoder.spec.key}:{encoder.vector_space}:{digest}"
     cached = cache.get(key)
     if cached is not None:
         return np.frombuffer(cached, dtype=np.float32)

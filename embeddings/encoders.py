@@ -75,6 +75,9 @@ class Encoder(Protocol):
 
     spec: EncoderSpec
     backend_label: str  # "torch", "onnx" (fp32) or "onnx-int8"
+    # Which vectors this encoder produces: equal for two encoders only when they embed every text
+    # alike, so stored and cached vectors are reused under it (a new ONNX export gets a new one).
+    vector_space: str
     # True when a text's vector does not depend on the other texts in its batch (int8 dynamic
     # quantisation scales activations per batch, so it is not).
     batch_invariant: bool
@@ -86,6 +89,7 @@ class TorchEncoder:
     """A sentence-transformers model on torch, CPU."""
 
     backend_label = "torch"
+    vector_space = "torch"
     batch_invariant = True
 
     def __init__(self, spec: EncoderSpec, model: Any) -> None:
@@ -170,10 +174,11 @@ def load_torch_encoder(spec: EncoderSpec, *, allow_download: bool = False) -> To
 class OnnxEncoder:
     """The same weights exported to ONNX and run by onnxruntime: several times faster per query."""
 
-    def __init__(self, spec: EncoderSpec, session: Any, *, quantized: bool) -> None:
+    def __init__(self, spec: EncoderSpec, session: Any, *, quantized: bool, export_id: str) -> None:
         self.spec = spec
         self._session = session
         self.backend_label = "onnx-int8" if quantized else "onnx"
+        self.vector_space = f"{self.backend_label}/{export_id}"
         self.batch_invariant = not quantized
 
     def encode(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
@@ -198,7 +203,7 @@ def load_onnx_encoder(
     spec: EncoderSpec, *, quantized: bool, export_root: Path, threads: int, allow_download: bool = False
 ) -> OnnxEncoder:
     """Export `spec`'s weights to ONNX once (offline, idempotent) and open an inference session."""
-    from .onnx_runtime import OnnxEncoderSession, export_onnx
+    from .onnx_runtime import OnnxEncoderSession, export_onnx, read_manifest
 
     model_dir = local_model_dir(spec, allow_download=allow_download)
     out_dir = export_root / f"{spec.key}-{'int8' if quantized else 'fp32'}"
@@ -208,7 +213,10 @@ def load_onnx_encoder(
         raise EncoderUnavailableError(
             f"{spec.name} at {model_dir} produces {session.dimension}-d vectors, expected {spec.dimension}."
         )
-    return OnnxEncoder(spec, session, quantized=quantized)
+    manifest = read_manifest(out_dir) or {}
+    # The export format and the source weights' fingerprint: what decides the vectors.
+    export_id = f"f{manifest.get('format')}-{str(manifest.get('fingerprint', ''))[:12]}"
+    return OnnxEncoder(spec, session, quantized=quantized, export_id=export_id)
 
 
 def specs_from_settings(

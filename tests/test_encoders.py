@@ -109,3 +109,19 @@ def test_concurrent_first_use_loads_once(monkeypatch: pytest.MonkeyPatch) -> Non
     for thread in threads:
         thread.join()
     assert calls == ["minilm"]
+
+
+@pytest.mark.slow
+def test_onnx_vector_space_names_the_export(random_model_dirs: dict[str, Path], tmp_path: Path) -> None:
+    # Stored and cached vectors are reused under `vector_space`: other weights or another export
+    # format must never share one, or a re-export would mix two sets of vectors in one index.
+    from embeddings.encoders import load_onnx_encoder
+    from embeddings.onnx_runtime import EXPORT_FORMAT, model_fingerprint
+
+    specs = specs_from_settings({key: {"PATH": str(path)} for key, path in random_model_dirs.items()})
+    spaces = {}
+    for key, path in random_model_dirs.items():
+        encoder = load_onnx_encoder(specs[key], quantized=True, export_root=tmp_path, threads=1)
+        assert encoder.vector_space == f"onnx-int8/f{EXPORT_FORMAT}-{model_fingerprint(path)[:12]}"
+        spaces[key] = encoder.vector_space
+    assert len(set(spaces.values())) == len(spaces)
