@@ -21,6 +21,10 @@ import faiss
 import numpy as np
 
 MAGIC = b"SEMANTIC-AUTOCOMPLETE-INDEX\n"
+# HNSW walked on 8-bit codes, candidates rescored on the float vectors. Files of the earlier kind
+# "hnsw" (a graph over the float vectors) still load and serve until their corpus is re-indexed.
+HNSW_KIND = "hnsw-sq8"
+_HNSW_KINDS = frozenset({"hnsw", HNSW_KIND})
 FORMAT_VERSION = 1
 _HEADER_LENGTH = struct.Struct("<I")
 
@@ -81,10 +85,17 @@ class VectorIndex:
             raise IndexMismatchError("Index ids must be unique.")
         if len(vectors) > ann_threshold:
             options = hnsw or HNSWOptions()
-            inner = faiss.IndexHNSWFlat(dimension, options.m, faiss.METRIC_INNER_PRODUCT)
-            inner.hnsw.efConstruction = options.ef_construction
-            inner.hnsw.efSearch = options.ef_search
-            kind = "hnsw"
+            # The graph is walked on 8-bit codes (a quarter of the memory each hop reads) and the
+            # candidates it finds are rescored exactly on the float vectors kept beside them, so
+            # every cosine returned is exact. Measured on 67k MiniLM vectors against the plain
+            # float graph, 1,000 typed prefixes, one thread: search 0.34 -> 0.22 ms, build
+            # 16.6 -> 11.2 s, recall@10 0.92 either way (README "Speed").
+            graph = faiss.IndexHNSWSQ(dimension, faiss.ScalarQuantizer.QT_8bit, options.m, faiss.METRIC_INNER_PRODUCT)
+            graph.hnsw.efConstruction = options.ef_construction
+            graph.hnsw.efSearch = options.ef_search
+            inner = faiss.IndexRefineFlat(graph)
+            inner.train(vectors)
+            kind = HNSW_KIND
         else:
             inner = faiss.IndexFlatIP(dimension)
             kind = "flat"
@@ -164,8 +175,10 @@ class VectorIndex:
                 f"{source} is corrupt: header says {header['count']} x {header['dimension']}, "
                 f"payload holds {index.count} x {index.dimension}."
             )
-        if ef_search is not None and index.kind == "hnsw":
-            faiss.downcast_index(faiss_index.index).hnsw.efSearch = ef_search
+        if ef_search is not None and index.kind in _HNSW_KINDS:
+            inner = faiss.downcast_index(faiss_index.index)
+            graph = faiss.downcast_index(inner.base_index) if index.kind == HNSW_KIND else inner
+            graph.hnsw.efSearch = ef_search
         return index
 
     def save(self, path: Path) -> str:

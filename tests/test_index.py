@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 
@@ -123,7 +124,12 @@ def test_atomic_save_keeps_the_old_file_when_the_write_fails(tmp_path: Path, mon
 
 def test_large_corpora_get_an_approximate_index_with_good_recall(tmp_path: Path) -> None:
     index, vectors = build(600, ann_threshold=500)
-    assert index.kind == "hnsw"
+    assert index.kind == "hnsw-sq8"
+    # The graph walks 8-bit codes, but stored vectors and returned cosines are the exact floats.
+    np.testing.assert_array_equal(index.vectors([100, 599]), vectors[[0, 499]])
+    query = unit_vectors(1, seed=3)[0]
+    for pk, score in index.search(query, 10):
+        assert score == pytest.approx(float(vectors[pk - 100] @ query), abs=1e-6)
     exact, _ = build(600, ann_threshold=10_000)
     queries = unit_vectors(20, seed=1)
     recall = np.mean(
@@ -133,7 +139,8 @@ def test_large_corpora_get_an_approximate_index_with_good_recall(tmp_path: Path)
     path = tmp_path / "h.faiss"
     index.save(path)
     loaded = VectorIndex.load(path, ef_search=64)
-    assert loaded.kind == "hnsw"
+    assert loaded.kind == "hnsw-sq8"
+    assert faiss.downcast_index(faiss.downcast_index(loaded._index.index).base_index).hnsw.efSearch == 64
     assert loaded.search(vectors[5], 1)[0][0] == 105
     np.testing.assert_allclose(loaded.similarities(vectors[5], [105]), [1.0], atol=1e-5)
 
@@ -141,3 +148,17 @@ def test_large_corpora_get_an_approximate_index_with_good_recall(tmp_path: Path)
 def test_empty_index_answers_nothing() -> None:
     index = VectorIndex.build(np.zeros((0, 384), np.float32), [], encoder="m", dimension=384, ann_threshold=10)
     assert index.search(unit_vectors(1)[0], 5) == []
+
+
+def test_index_files_of_the_earlier_float_graph_still_load(tmp_path: Path) -> None:
+    # Files written before the 8-bit graph (kind "hnsw") keep serving until their corpus is re-indexed.
+    vectors = unit_vectors(300)
+    graph = faiss.IndexHNSWFlat(384, 16, faiss.METRIC_INNER_PRODUCT)
+    old = faiss.IndexIDMap2(graph)
+    old.add_with_ids(vectors, np.arange(100, 400))
+    path = tmp_path / "old.faiss"
+    VectorIndex(old, encoder="minilm", kind="hnsw").save(path)
+    loaded = VectorIndex.load(path, ef_search=32)
+    assert loaded.kind == "hnsw"
+    assert faiss.downcast_index(loaded._index.index).hnsw.efSearch == 32
+    assert loaded.search(vectors[7], 1)[0][0] == 107
