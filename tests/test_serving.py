@@ -37,6 +37,18 @@ def test_repeated_prefixes_come_from_the_cache(minilm: Encoder, monkeypatch: pyt
     assert second.dtype == np.float32 and second.shape == (384,)
 
 
+def test_whitespace_variants_share_one_vector(minilm: Encoder, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The tokenizer drops whitespace, so these embed alike: the cache must serve them as one.
+    variants = ["how do I cancel ", "how do I cancel", "  how do  I\tcancel"]
+    direct = minilm.encode(variants)
+    np.testing.assert_allclose(direct[1:], np.repeat(direct[:1], 2, axis=0), atol=1e-6)
+    calls = counting(minilm, monkeypatch)
+    vectors = [search.embed_query(minilm, text) for text in variants]
+    assert calls == [["how do I cancel"]]
+    for vector in vectors:
+        np.testing.assert_allclose(vector, direct[0], atol=1e-6)
+
+
 def test_cache_can_be_turned_off(minilm: Encoder, monkeypatch: pytest.MonkeyPatch, settings) -> None:  # type: ignore[no-untyped-def]
     settings.AUTOCOMPLETE_QUERY_CACHE = ""
     calls = counting(minilm, monkeypatch)
