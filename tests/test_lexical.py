@@ -202,3 +202,37 @@ def test_ascii_fast_path_normalises_as_the_full_path(text: str) -> None:
 
     folded = unicodedata.normalize("NFD", unicodedata.normalize("NFKC", text).casefold())
     assert normalize_text(text) == "".join(ch for ch in folded if not unicodedata.combining(ch))
+
+
+def _top_reference(index: LexicalIndex, scores: np.ndarray, limit: int) -> list[tuple[int, float]]:
+    """The selection over every text, as `top` did before its shortlist (same semantics)."""
+    from embeddings.lexical import _BINS
+
+    bins = np.clip(np.ceil(scores * _BINS), 0, _BINS).astype(np.int32)
+    counts = np.bincount(bins, minlength=_BINS + 1)[1:]
+    above = np.cumsum(counts[::-1])
+    cut = _BINS - int(np.searchsorted(above, limit)) if above[-1] > limit else 1
+    hits = np.flatnonzero(bins >= cut)
+    if hits.size > limit:
+        clear = hits[bins[hits] > cut]
+        hits = np.concatenate((clear, hits[bins[hits] == cut][: limit - clear.size]))
+    hits = hits[np.lexsort((hits, -scores[hits]))]
+    return [(int(index._ids[p]), float(scores[p])) for p in hits]
+
+
+def test_top_shortlist_selects_exactly_what_the_full_selection_does() -> None:
+    # Lexical scores are sums of a few credits, so they tie heavily; the shortlist must still pick
+    # the same texts in the same order, tie-breaks and rounding included.
+    rng = np.random.default_rng(11)
+    n = 3000
+    index = LexicalIndex(list(range(n)), [f"text {i}" for i in range(n)])
+    for trial in range(300):
+        levels = np.concatenate(([0.0], rng.uniform(0, 1, size=int(rng.integers(1, 12)))))
+        # Skewed shares: often only a handful of texts score near the best, as in real queries.
+        shares = rng.dirichlet(np.full(len(levels), 0.3))
+        scores = rng.choice(levels, size=n, p=shares).astype(np.float32)
+        if trial % 3 == 0:
+            scores += rng.uniform(0, 1e-3, size=n).astype(np.float32) * (scores > 0)
+        scores = np.minimum(scores, 1.0)
+        for limit in (1, 5, 10, 50):
+            assert index.top(scores, limit=limit) == _top_reference(index, scores, limit)
