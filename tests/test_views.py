@@ -180,3 +180,13 @@ def test_page_offers_selectors_when_there_is_a_choice(client: Client, small_corp
 def test_static_files_are_served(client: Client, db: None) -> None:
     response = client.get("/static/autocomplete/combobox.js")
     assert response.status_code == 200
+
+
+def test_suggest_form_shares_its_fields_and_still_validates_each_request_alone() -> None:
+    from autocomplete.forms import SuggestForm
+
+    bad, good = SuggestForm({"q": "x", "k": "99"}), SuggestForm({"q": "refund", "k": "3"})
+    assert bad.fields is good.fields  # not deep-copied per keystroke
+    assert not bad.is_valid() and good.is_valid()
+    assert good.cleaned_data == {"q": "refund", "corpus": "", "encoder": "", "k": 3}
+    assert bad.error_message() == "k: Ensure this value is less than or equal to 20."
