@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.db.models.signals import post_delete
 from django.dispatch import receiver
 
@@ -100,6 +101,25 @@ def embed_texts(encoder: Encoder, texts: Sequence[str], *, progress: Progress | 
     return Embedded(matrix, computed=len(items))
 
 
+def prune_stale_embeddings(encoder: Encoder) -> int:
+    """Delete stored vectors of this encoder and backend from earlier exports; return how many.
+
+    A new ONNX export (other format or weights) gets a new vector space, and the old one's vectors
+    are never read again: the export directory only holds the newest. Vectors of other backends
+    (torch beside onnx-int8) are kept, since a deployment may switch back.
+    """
+    backend = f"{encoder.spec.key}:{encoder.backend_label}"
+    current = embedding_key(encoder)
+    # A range rather than startswith: SQLite's LIKE cannot use the index ("/" < "0" in ASCII).
+    stale = StoredEmbedding.objects.filter(
+        Q(encoder=backend) | Q(encoder__gte=f"{backend}/", encoder__lt=f"{backend}0")
+    ).exclude(encoder=current)
+    deleted, _ = stale.delete()
+    if deleted:
+        logger.info("Deleted %d stored vectors of earlier %s exports", deleted, backend)
+    return deleted
+
+
 # --- builds ----------------------------------------------------------------------------------
 
 
@@ -114,6 +134,7 @@ def build_index(corpus: Corpus, encoder: Encoder, *, progress: Progress | None =
     pairs = list(QAPair.objects.filter(corpus=corpus).order_by("id").values_list("id", "question"))
     ids = [pk for pk, _ in pairs]
     vectors = embed_texts(encoder, [question for _, question in pairs], progress=progress).vectors
+    prune_stale_embeddings(encoder)
     spec = encoder.spec
     index = VectorIndex.build(
         vectors,

@@ -224,3 +224,17 @@ def test_a_corpus_created_by_another_ingest_meanwhile_is_used_not_created_twice(
     )
     assert (report.added, report.unchanged) == (1, 2)
     assert Corpus.objects.get(slug="new").pairs.count() == 3
+
+
+def test_a_build_deletes_vectors_of_earlier_exports_only(small_corpus: Corpus, minilm: Encoder) -> None:
+    current = indexes.embedding_key(minilm)
+    backend = f"minilm:{minilm.backend_label}"
+    vector = bytes(384 * 4)
+    kept_elsewhere = [f"minilm:{'onnx' if minilm.backend_label != 'onnx' else 'torch'}", "ivysaur:" + backend[7:]]
+    stale = [backend, f"{backend}/f1-0123456789ab"]  # the key before vector spaces, an older export
+    for key in [*stale, *kept_elsewhere]:
+        StoredEmbedding.objects.create(encoder=key, text_sha256="0" * 64, vector=vector)
+    call_command("reindex", "small", "--encoder", "minilm", stdout=io.StringIO())
+    remaining = set(StoredEmbedding.objects.values_list("encoder", flat=True))
+    assert remaining == {current, *kept_elsewhere}
+    assert StoredEmbedding.objects.filter(encoder=current).count() == len(SMALL_FAQ)
