@@ -46,7 +46,8 @@ class RankingParams:
     follow_score: float = 0.1
     # While the last word is unfinished, the query is embedded with that word completed to the
     # corpus word it most often stands for ("how do i reset my pas" -> "... password"), once at
-    # least this many characters of it are typed (0 = never): a half word embeds as noise.
+    # least this many characters of it are typed (0 = never): a half word embeds as noise. Before
+    # that, the words typed before it are embedded without it (when there are any).
     complete_min_chars: int = 2
     # Pseudo-relevance feedback (Rocchio) without another encoder call: while the query has at
     # most `feedback_max_words` words, every candidate is rescored against the query vector moved
@@ -84,8 +85,13 @@ def embedding_text(query: str, lexical: LexicalIndex, params: RankingParams = DE
     if match is None:
         return query
     typed = tokenize(match.group())
-    if len(typed) != 1 or len(typed[0]) < params.complete_min_chars:
+    if len(typed) != 1:
         return query
+    if len(typed[0]) < params.complete_min_chars:
+        # Too short to complete ("how do i r"): embed the words before it, which an earlier
+        # keystroke embedded already (a cache hit); the lexical side still matches the letter.
+        before = query[: match.start()]
+        return before if before.strip() else query
     completed = lexical.complete(typed[0])
     return query if completed is None else query[: match.start()] + completed
 

@@ -129,7 +129,8 @@ def test_semantic_rank_is_plain_cosine_without_cut_off(lexical: LexicalIndex) ->
     [
         ("Where can I get te", "Where can I get tested"),  # unfinished: completed from the corpus
         ("How long is the INCUB", "How long is the incubation"),
-        ("how long is the i", "how long is the i"),  # too short a stub to guess from
+        ("how long is the i", "how long is the "),  # too short a stub: the words before it
+        ("h", "h"),  # ... unless nothing comes before it
         ("Where can I get te ", "Where can I get te "),  # a finished word is left as typed
         ("Where can I get xyz", "Where can I get xyz"),  # no corpus word begins so
         ("dog?", "dog?"),
