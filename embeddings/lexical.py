@@ -23,6 +23,8 @@ import numpy.typing as npt
 
 # Letters and digits only: underscores and punctuation separate words, as a reader would expect.
 _TOKEN_RE = re.compile(r"[^\W_]+")
+# The word a text ends with, as typed (the word still being typed, when the text is a query).
+LAST_WORD_RE = re.compile(_TOKEN_RE.pattern + "$")
 # Resolution of the score histogram used to select the best matches (see LexicalIndex.top).
 _BINS = 1024
 # Words in at least this share of the texts (and at least _DENSE_MIN_DF of them) also get a dense
@@ -261,8 +263,7 @@ class LexicalIndex:
 
         Ties go to the alphabetically first word; None when no word begins so.
         """
-        lo = bisect.bisect_left(self.vocabulary, prefix)
-        hi = bisect.bisect_left(self.vocabulary, prefix + "\U0010ffff", lo)
+        lo, hi = self._completions(prefix)
         if not prefix or lo == hi:
             return None
         # argmax keeps the first maximum; the vocabulary is sorted, so a prefix sorts before its
@@ -338,9 +339,13 @@ class LexicalIndex:
         idf = float(self._idf[terms[np.argmax(self._df[terms])]])
         return _Word(((terms, idf * weight),), idf)
 
-    def _prefix(self, prefix: str) -> _Word:
+    def _completions(self, prefix: str) -> tuple[int, int]:
+        """The range [lo, hi) of vocabulary terms that begin with `prefix` (sorted vocabulary)."""
         lo = bisect.bisect_left(self.vocabulary, prefix)
-        hi = bisect.bisect_left(self.vocabulary, prefix + "\U0010ffff", lo)
+        return lo, bisect.bisect_left(self.vocabulary, prefix + "\U0010ffff", lo)
+
+    def _prefix(self, prefix: str) -> _Word:
+        lo, hi = self._completions(prefix)
         scale = self.params.prefix_weight
         if lo == hi:
             # Nothing begins this way: it may be a typo of a finished word, or not a word at all.

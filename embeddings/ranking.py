@@ -8,17 +8,13 @@ source gets both scores, blended linearly so the result stays in [0, 1] and one 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-from embeddings.lexical import LexicalIndex, last_word_is_partial, tokenize
-
-# The run of letters and digits the query ends with: the word being typed, as typed.
-_LAST_WORD_RE = re.compile(r"[^\W_]+$")
+from embeddings.lexical import LAST_WORD_RE, LexicalIndex, last_word_is_partial, tokenize
 
 
 @dataclass(frozen=True)
@@ -81,7 +77,7 @@ def embedding_text(query: str, lexical: LexicalIndex, params: RankingParams = DE
     """
     if params.complete_min_chars <= 0 or not last_word_is_partial(query):
         return query
-    match = _LAST_WORD_RE.search(query)
+    match = LAST_WORD_RE.search(query)
     if match is None:
         return query
     typed = tokenize(match.group())
