@@ -89,7 +89,7 @@ def load_queries(queries_csv: Path, corpus: EvalCorpus, *, split: str = "all") -
 def corpus_vectors(encoder: Encoder, questions: Sequence[str], *, cache_dir: Path | None) -> np.ndarray:
     """Embed the corpus once per encoder and text set; cached on disk between runs."""
     digest = hashlib.sha256("\n".join(questions).encode()).hexdigest()[:16]
-    space = getattr(encoder, "vector_space", encoder.spec.backend).replace("/", "-")
+    space = encoder.vector_space.replace("/", "-")
     path = cache_dir / f"{encoder.spec.key}-{space}-{digest}.npy" if cache_dir else None
     if path is not None and path.is_file():
         return np.load(path)
