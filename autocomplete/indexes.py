@@ -65,12 +65,23 @@ class Embedded:
     computed: int  # distinct texts the encoder ran on; every other row reused a stored vector
 
 
-def embed_texts(encoder: Encoder, texts: Sequence[str], *, progress: Progress | None = None) -> Embedded:
-    """Vectors for `texts`, reusing stored ones (by encoder + text hash) and storing new ones."""
+def embed_texts(
+    encoder: Encoder,
+    texts: Sequence[str],
+    *,
+    progress: Progress | None = None,
+    known: dict[str, bytes] | None = None,
+) -> Embedded:
+    """Vectors for `texts`, reusing stored ones (by encoder + text hash) and storing new ones.
+
+    `known` (text hash -> vector bytes of this encoder) is consulted before the database and
+    filled with every vector found or computed, so a caller embedding the same texts twice (an
+    ingest, then the index build in its transaction) reads none of them back.
+    """
     key = embedding_key(encoder)
     hashes = [text_sha256(text) for text in texts]
-    known: dict[str, bytes] = {}
-    unique_hashes = list(dict.fromkeys(hashes))
+    known = {} if known is None else known
+    unique_hashes = [h for h in dict.fromkeys(hashes) if h not in known]
     for start in range(0, len(unique_hashes), 500):
         chunk = unique_hashes[start : start + 500]
         rows = StoredEmbedding.objects.filter(encoder=key, text_sha256__in=chunk)
@@ -123,17 +134,23 @@ def prune_stale_embeddings(encoder: Encoder) -> int:
 # --- builds ----------------------------------------------------------------------------------
 
 
-def build_index(corpus: Corpus, encoder: Encoder, *, progress: Progress | None = None) -> IndexBuild:
+def build_index(
+    corpus: Corpus,
+    encoder: Encoder,
+    *,
+    progress: Progress | None = None,
+    known: dict[str, bytes] | None = None,
+) -> IndexBuild:
     """Build, verify and make live an index of the corpus's current pairs.
 
     Call inside `transaction.atomic()` together with the pair changes it reflects, so the pairs
-    and the live index change together or not at all.
+    and the live index change together or not at all. `known` is passed on to `embed_texts`.
     """
     started = time.perf_counter()
     remove_orphan_files()
     pairs = list(QAPair.objects.filter(corpus=corpus).order_by("id").values_list("id", "question"))
     ids = [pk for pk, _ in pairs]
-    vectors = embed_texts(encoder, [question for _, question in pairs], progress=progress).vectors
+    vectors = embed_texts(encoder, [question for _, question in pairs], progress=progress, known=known).vectors
     prune_stale_embeddings(encoder)
     spec = encoder.spec
     index = VectorIndex.build(

@@ -127,9 +127,11 @@ def ingest_parsed(
     # Embed before the write transaction so the database is locked only briefly.
     texts = [row.question for row in plan.to_add] + [row.question for _, row in plan.to_update]
     embedded = 0
+    # Each encoder's vectors, kept for its index build below instead of read back from the database.
+    known: list[dict[str, bytes]] = [{} for _ in encoders]
     for position, encoder in enumerate(encoders):
         embedded += embed_texts(
-            encoder, texts, progress=_scaled(progress, position, len(encoders), len(texts))
+            encoder, texts, progress=_scaled(progress, position, len(encoders), len(texts)), known=known[position]
         ).computed
     builds: list[IndexBuild] = []
     if progress:
@@ -144,7 +146,8 @@ def ingest_parsed(
             live = IndexBuild.objects.filter(corpus=corpus, encoder=encoder.spec.key, is_active=True)
             if plan.changes_pairs or not live.exists():
                 count = QAPair.objects.filter(corpus=corpus).count()
-                builds.append(build_index(corpus, encoder, progress=_scaled(progress, position, len(encoders), count)))
+                scaled = _scaled(progress, position, len(encoders), count)
+                builds.append(build_index(corpus, encoder, progress=scaled, known=known[position]))
     report = IngestReport(
         corpus=corpus.slug,
         encoders=[encoder.spec.key for encoder in encoders],

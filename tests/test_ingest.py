@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from autocomplete import indexes
 from autocomplete.encoding import encoder_registry
@@ -76,7 +78,19 @@ def test_unchanged_questions_are_not_embedded_again(small_corpus: Corpus, monkey
     pairs = [*SMALL_FAQ, ("Do you offer refunds?", "Within 30 days.")]
     ingest_parsed(small_corpus, parsed(pairs), encoder_key="minilm")
     assert embedded == ["Do you offer refunds?"]
-    assert StoredEmbedding.objects.filter(encoder__startswith="minilm:onnx-int8/f2-").count() == 11
+    assert StoredEmbedding.objects.filter(encoder=indexes.embedding_key(minilm)).count() == 11
+
+
+def test_the_index_build_reads_no_vector_back_that_the_ingest_just_computed(db: None, minilm: Encoder) -> None:
+    corpus = Corpus(name="C", slug="c", default_encoder="minilm")
+    table = StoredEmbedding._meta.db_table
+    with CaptureQueriesContext(connection) as queries:
+        report = ingest_parsed(corpus, parsed(), encoder_key="minilm")
+    reads = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("SELECT") and table in q["sql"]]
+    # One look-up for the ten new questions before embedding them; none from the index build.
+    assert len(reads) == 1
+    assert report.embedded == 10
+    assert report.index_build is not None and report.index_build.vector_count == 10
 
 
 def test_a_failed_build_leaves_pairs_and_live_index_intact(
