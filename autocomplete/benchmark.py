@@ -35,7 +35,6 @@ from .loadtest import replay, replay_paired, suggest_path, typing_prefixes
 from .models import normalise_question
 
 CORPUS_SLUG = "bench"
-ENCODER = "minilm"
 CORPUS_FILES = ("medquad", "nq-open", "insuranceqa-dupes", "stackfaq", "deepset-covid")
 QUERY_FILES = ("stackfaq", "deepset-covid")
 # Some datasets hold questions without answers; ingest requires one, so these get a stand-in.
@@ -69,6 +68,8 @@ class Options:
     chart: Path | None = None
     data_dir: Path = field(default_factory=lambda: Path(settings.BASE_DIR).parent / "shared" / "data")
     workers: int | None = None
+    # Both stacks run this encoder: ours exported to ONNX int8, the baseline on torch fp32.
+    encoder: str = "minilm"
 
 
 def corpus_rows(data_dir: Path, limit: int | None = None) -> list[tuple[str, str]]:
@@ -136,12 +137,21 @@ def timed_ingest(csv_path: str, *, encoder: str, slug: str) -> dict[str, float]:
 # --- the server stack -------------------------------------------------------------------------
 
 
-def stack_env(var_dir: Path, **overrides: str) -> dict[str, str]:
-    """The environment of a process that must use `var_dir` alone, with production settings."""
+def stack_env(var_dir: Path, *, encoder: str, **overrides: str) -> dict[str, str]:
+    """The environment of a process that must use `var_dir` alone, with production settings.
+
+    Only the encoders' weight locations (AUTOCOMPLETE_<KEY>_PATH) are kept from this process's
+    AUTOCOMPLETE_ settings: where the weights are is not part of what is measured.
+    """
+    from .encoding import encoder_registry
+
+    registry = encoder_registry()
+    weights = {registry.spec(key).env_var for key in registry.keys}
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("AUTOCOMPLETE_", "GUNICORN_", "DJANGO_")) and key not in ("WEB_CONCURRENCY", "PORT")
+        if key in weights
+        or (not key.startswith(("AUTOCOMPLETE_", "GUNICORN_", "DJANGO_")) and key not in ("WEB_CONCURRENCY", "PORT"))
     }
     env |= {
         "DJANGO_SETTINGS_MODULE": "config.settings",
@@ -151,7 +161,7 @@ def stack_env(var_dir: Path, **overrides: str) -> dict[str, str]:
         "AUTOCOMPLETE_UPLOAD_DIR": str(var_dir / "uploads"),
         # The exported model is shared: it is a cache of the weights, not data.
         "AUTOCOMPLETE_ONNX_DIR": str(settings.AUTOCOMPLETE_ONNX_DIR),
-        "AUTOCOMPLETE_DEFAULT_ENCODER": ENCODER,
+        "AUTOCOMPLETE_DEFAULT_ENCODER": encoder,
         "AUTOCOMPLETE_DEFAULT_CORPUS": CORPUS_SLUG,
         "HF_HUB_OFFLINE": "1",
     }
@@ -167,7 +177,8 @@ def _run(args: Sequence[str], env: dict[str, str]) -> str:
 
 def ingest_into(var_dir: Path, csv_path: Path, env: dict[str, str]) -> dict[str, float]:
     var_dir.mkdir(parents=True, exist_ok=True)
-    output = _run([sys.executable, "-c", _INGEST_SCRIPT, str(csv_path), ENCODER, CORPUS_SLUG], env)
+    encoder = env["AUTOCOMPLETE_DEFAULT_ENCODER"]
+    output = _run([sys.executable, "-c", _INGEST_SCRIPT, str(csv_path), encoder, CORPUS_SLUG], env)
     return json.loads(output.strip().splitlines()[-1])
 
 
@@ -287,6 +298,7 @@ def run_bench(options: Options, *, progress: Any = None) -> dict[str, Any]:
         if progress:
             progress(message)
 
+    _check_encoder(options.encoder)
     rows = corpus_rows(options.data_dir, options.corpus_size)
     paths = [suggest_path(prefix, corpus=CORPUS_SLUG) for prefix in typing_prefixes(held_out_queries(options.data_dir))]
     workdir = Path(tempfile.mkdtemp(prefix="autocomplete-bench-"))
@@ -295,9 +307,11 @@ def run_bench(options: Options, *, progress: Any = None) -> dict[str, Any]:
         write_corpus_csv(rows, full_csv)
         write_corpus_csv(rows[: options.baseline_ingest_sample], sample_csv)
         ours_dir, baseline_dir = workdir / "ours", workdir / "baseline"
-        ours_env = stack_env(ours_dir, **({"WEB_CONCURRENCY": str(options.workers)} if options.workers else {}))
+        workers = {"WEB_CONCURRENCY": str(options.workers)} if options.workers else {}
+        ours_env = stack_env(ours_dir, encoder=options.encoder, **workers)
         baseline_env = stack_env(
             baseline_dir,
+            encoder=options.encoder,
             AUTOCOMPLETE_ENCODER_BACKEND="torch",
             AUTOCOMPLETE_ANN_THRESHOLD=EXACT_SEARCH,
             AUTOCOMPLETE_QUERY_CACHE="",
@@ -311,7 +325,7 @@ def run_bench(options: Options, *, progress: Any = None) -> dict[str, Any]:
         # The baseline serves the same corpus from an exact index (stored vectors reused, no re-embedding).
         copy_database(ours_dir / "db.sqlite3", baseline_dir / "db.sqlite3")
         flat_env = baseline_env | {"AUTOCOMPLETE_ENCODER_BACKEND": "onnx-int8"}
-        _run([sys.executable, "manage.py", "reindex", CORPUS_SLUG, "--encoder", ENCODER], flat_env)
+        _run([sys.executable, "manage.py", "reindex", CORPUS_SLUG, "--encoder", options.encoder], flat_env)
         say("serving ours and the baseline (one typist paired across both, then each under load)")
         served = measure_stacks(
             {"ours": (ours_env, workdir / "ours.log"), "baseline": (baseline_env, workdir / "baseline.log")},
@@ -323,6 +337,7 @@ def run_bench(options: Options, *, progress: Any = None) -> dict[str, Any]:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     report = {
+        "encoder": options.encoder,
         "corpus_size": len(rows),
         "baseline_ingest_sample": sample,
         "typing_requests_available": len(paths),
@@ -338,6 +353,20 @@ def run_bench(options: Options, *, progress: Any = None) -> dict[str, Any]:
         write_chart(report, options.chart)
         report["chart"] = str(options.chart)
     return report
+
+
+def _check_encoder(key: str) -> None:
+    """Refuse at once, with the fix, an encoder that cannot load here (not after minutes of setup)."""
+    from embeddings.encoders import EncoderError
+
+    from .encoding import unavailable_reason
+
+    try:
+        reason = unavailable_reason(key)
+    except EncoderError as exc:
+        raise BenchError(str(exc)) from exc
+    if reason:
+        raise BenchError(reason)
 
 
 def _run_at(figures: dict[str, Any], concurrency: int) -> dict[str, Any]:
@@ -396,7 +425,7 @@ def write_chart(report: dict[str, Any], path: Path) -> None:
         right.plot([r["concurrency"] for r in runs], [r["requests_per_second"] for r in runs], marker="o", label=label)
     left.set_xticks([i + width / 2 for i in range(3)], ["p50", "p95", "p99"])
     left.set_ylabel("ms per keystroke request (one typist)")
-    left.set_title(f"Latency over HTTP, {report['corpus_size']:,} questions")
+    left.set_title(f"Latency over HTTP, {report['corpus_size']:,} questions, {report['encoder']}")
     right.set_xlabel("concurrent typists")
     right.set_ylabel("requests/s")
     right.set_title(f"Throughput on {report['cores']} cores")

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from autocomplete.benchmark import corpus_rows, held_out_queries
 from autocomplete.loadtest import LoadResult, replay_paired, suggest_path, typing_prefixes
@@ -71,6 +71,18 @@ def test_paired_replay_sends_every_prefix_to_each_server(two_servers: list[tuple
     assert ok.summary()["requests_per_second"] == pytest.approx(1000 / ok.summary()["mean_ms"], rel=0.02)
 
 
+@pytest.mark.parametrize(
+    ("encoder", "message"),
+    [("nope", "Unknown encoder 'nope'"), ("gist-small", "fetch_encoders gist-small")],
+)
+def test_an_encoder_that_cannot_load_is_refused_before_any_work(
+    encoder: str, message: str, settings: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    settings.AUTOCOMPLETE_ENCODERS = {"gist-small": {"PATH": None}}  # type: ignore[attr-defined]
+    with pytest.raises(CommandError, match=message):
+        call_command("bench", "--encoder", encoder, "--data-dir", str(tmp_path), stdout=io.StringIO())
+
+
 @needs_data
 def test_corpus_questions_and_typed_queries_are_distinct() -> None:
     rows = corpus_rows(DATA_DIR, limit=500)
@@ -92,6 +104,7 @@ def test_bench_smoke_run_reports_every_figure(tmp_path: Path) -> None:
     )  # fmt: skip
     report = json.loads(out.getvalue())
     assert report["corpus_size"] == 300 and report["baseline_ingest_sample"] == 100
+    assert report["encoder"] == "minilm"
     for name in ("ours", "baseline"):
         figures = report[name]
         assert set(figures) >= STACK_FIELDS

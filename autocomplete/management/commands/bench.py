@@ -1,4 +1,4 @@
-"""manage.py bench [--corpus-size N] [--concurrency C ...] [--seconds S] [--json] [--chart PATH]"""
+"""manage.py bench [--corpus-size N] [--concurrency C ...] [--seconds S] [--encoder KEY] [--json] [--chart PATH]"""
 
 from __future__ import annotations
 
@@ -30,6 +30,11 @@ class Command(BaseCommand):
         parser.add_argument("--workers", type=int, help="gunicorn workers for our stack (default: config).")
         parser.add_argument("--chart", type=Path, default=DEFAULT_CHART, help="Where to write the latency PNG.")
         parser.add_argument("--data-dir", type=Path, help="Datasets folder (default: ../shared/data).")
+        parser.add_argument(
+            "--encoder",
+            default="minilm",
+            help="Encoder key both stacks run (default minilm; gist-small or ivysaur need their weights' PATH).",
+        )
         parser.add_argument("--json", action="store_true", help="Print the report as JSON.")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -42,6 +47,7 @@ class Command(BaseCommand):
             baseline_ingest_sample=options["baseline_ingest_sample"],
             chart=options["chart"],
             workers=options["workers"],
+            encoder=options["encoder"],
         )
         if options["data_dir"]:
             bench.data_dir = options["data_dir"]
@@ -66,7 +72,8 @@ def format_report(report: dict[str, Any]) -> str:
     top, top_base = ours["runs"][-1], base["runs"][-1]
     c = top["concurrency"]
     lines = [
-        f"corpus: {report['corpus_size']} questions; {report['seconds']} s per run; {report['cores']} cores",
+        f"encoder: {report['encoder']}; corpus: {report['corpus_size']} questions; {report['seconds']} s per run; "
+        f"{report['cores']} cores",
         "| figure | ours | baseline | ratio | target met |",
         "|---|---|---|---|---|",
         f"| p50 ms, one typist | {one['p50_ms']} | {one_base['p50_ms']} | {ratio['p50_ms']} | {met['p50']} |",
