@@ -12,7 +12,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,7 @@ from django.conf import settings
 
 from embeddings.encoders import Encoder
 from embeddings.index import VectorIndex
+from embeddings.ranking import DEFAULT as DEFAULT_RANKING
 
 from .indexes import hnsw_options
 from .search import METHODS, SearchSpace, embed_query, encode_queries, rank
@@ -178,6 +179,54 @@ def evaluate(
         "keystrokes_to_hit": round(keystrokes / n, 4),
         # Answerable queries that the cut-off leaves with no suggestion at all: its cost.
         "no_suggestion": {str(f): round(empty[f] / n, 4) for f in fractions},
+    }
+
+
+# The lexical shares the blend ceiling lets each prefix choose from: 0 (vectors alone) to 1.
+CEILING_WEIGHTS = tuple(step / 10 for step in range(11))
+
+
+def blend_ceiling(
+    space: SearchSpace,
+    encoder: Encoder,
+    queries: Sequence[EvalQuery],
+    *,
+    k: int = 5,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    weights: Sequence[float] = CEILING_WEIGHTS,
+) -> dict[str, object]:
+    """hit@k if every typed prefix could pick its own lexical share of the blend, after the fact.
+
+    An upper bound for any re-weighting of the two signals (a learned blend included): when even
+    it stays below a target, the target needs a better signal, not better tuning. The cut-off is
+    off (it can only remove hits); the candidates, completion and feedback are the served ones.
+    """
+    embed = embedder(encoder, {cut(q.text, f) for q in queries for f in fractions})
+    grid = [
+        replace(
+            DEFAULT_RANKING,
+            lexical_weight_partial=weight,
+            lexical_weight_complete=weight,
+            short_query_shift=0.0,
+            min_score=0.0,
+            follow_score=0.0,
+        )
+        for weight in weights
+    ]
+    hits = dict.fromkeys(fractions, 0)
+    for query in queries:
+        for fraction in fractions:
+            prefix = cut(query.text, fraction)
+            hits[fraction] += any(
+                any(s.id in query.targets for s in rank(space, prefix, embed=embed, k=k, params=params))
+                for params in grid
+            )
+    n = max(1, len(queries))
+    hit_at_k = {str(f): round(hits[f] / n, 4) for f in fractions}
+    return {
+        "weights": list(weights),
+        "hit_at_k": hit_at_k,
+        "mean_hit_at_k": round(sum(hit_at_k.values()) / len(fractions), 4),
     }
 
 

@@ -128,6 +128,18 @@ def test_latency_is_reported(files: dict[str, Path], minilm: Encoder) -> None:
     )
 
 
+def test_the_blend_ceiling_bounds_the_served_ranking(files: dict[str, Path], minilm: Encoder) -> None:
+    report = evaluate(files, "--blend-ceiling")
+    ceiling = report["blend_ceiling"]
+    assert ceiling["weights"][0] == 0.0 and ceiling["weights"][-1] == 1.0
+    assert list(ceiling["hit_at_k"]) == ["0.25", "0.5", "0.75", "1.0"]
+    # Every share the served blend uses is on the grid and the cut-off can only remove hits, so
+    # the ceiling is at least the served ranking at every fraction.
+    for fraction, hit in ceiling["hit_at_k"].items():
+        assert hit >= report["hit_at_k"][fraction]
+    assert ceiling["mean_hit_at_k"] == pytest.approx(sum(ceiling["hit_at_k"].values()) / 4, abs=1e-4)
+
+
 def test_readable_table_without_json(files: dict[str, Path], minilm: Encoder) -> None:
     out = StringIO()
     call_command(

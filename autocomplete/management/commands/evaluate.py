@@ -15,6 +15,7 @@ from autocomplete.evaluation import (
     DEFAULT_FRACTIONS,
     EvaluationDataError,
     added_latency,
+    blend_ceiling,
     build_space,
     evaluate,
     load_corpus,
@@ -71,6 +72,11 @@ class Command(BaseCommand):
             action="store_true",
             help="Also time hybrid against plain semantic ranking per query (embedding excluded).",
         )
+        parser.add_argument(
+            "--blend-ceiling",
+            action="store_true",
+            help="Also report hit@k with each prefix choosing its own lexical share (0-1): bounds any re-weighting.",
+        )
         parser.add_argument("--json", action="store_true", help="One JSON object on stdout.")
         parser.add_argument(
             "--cache-dir",
@@ -123,6 +129,9 @@ class Command(BaseCommand):
                 "n_queries": len(offtopic),
                 "no_suggestion": offtopic_silence(space, encoder, offtopic, k=options["k"], fractions=fractions),
             }
+        if options["blend_ceiling"]:
+            print("blend ceiling: ranking every prefix at each lexical share ...", file=sys.stderr, flush=True)
+            report["blend_ceiling"] = blend_ceiling(space, encoder, queries, k=options["k"], fractions=fractions)
         if options["latency"]:
             print("timing hybrid and semantic ranking ...", file=sys.stderr, flush=True)
             # Timed as a serving worker runs (autocomplete/warmup.py): faiss on the configured
@@ -158,6 +167,12 @@ class Command(BaseCommand):
             )
         for label, shares in rows:
             self.stdout.write(f"  {label:<43}" + "".join(f"{shares[str(f)]:>7.3f}" for f in fractions))
+        if "blend_ceiling" in report:
+            ceiling = report["blend_ceiling"]
+            cells = "".join(f"{ceiling['hit_at_k'][str(f)]:>10.3f}" for f in fractions)
+            self.stdout.write(
+                f"{'ceiling':<10}{cells}{ceiling['mean_hit_at_k']:>8.3f}  (best lexical share per prefix)"
+            )
         if "latency" in report:
             latency = report["latency"]
             self.stdout.write(
