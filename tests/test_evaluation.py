@@ -145,12 +145,12 @@ def test_readable_table_without_json(files: dict[str, Path], minilm: Encoder) ->
     call_command(
         "evaluate",
         *("--corpus-csv", str(files["corpus"]), "--queries-csv", str(files["queries"])),
-        *("--encoder", "minilm", "--cache-dir", str(files["cache"]), "--baselines"),
+        *("--encoder", "minilm", "--cache-dir", str(files["cache"]), "--baselines", "--blend-ceiling"),
         stdout=out,
     )
     lines = out.getvalue().splitlines()
     assert lines[0] == "encoder minilm, k=5, 5 queries, 6 corpus questions"
-    assert [line.split()[0] for line in lines[2:5]] == ["hybrid", "semantic", "lexical"]
+    assert [line.split()[0] for line in lines[2:6]] == ["hybrid", "semantic", "lexical", "ceiling"]
 
 
 def test_bad_input_is_refused_with_the_fix(files: dict[str, Path], tmp_path: Path, minilm: Encoder) -> None:

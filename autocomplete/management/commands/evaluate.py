@@ -156,6 +156,12 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"{method:<10}{cells}{result['mean_hit_at_k']:>8.3f}{mrr:>9.3f}{result['keystrokes_to_hit']:>7.3f}"
             )
+        if "blend_ceiling" in report:
+            ceiling = report["blend_ceiling"]
+            cells = "".join(f"{ceiling['hit_at_k'][str(f)]:>10.3f}" for f in fractions)
+            self.stdout.write(
+                f"{'ceiling':<10}{cells}{ceiling['mean_hit_at_k']:>8.3f}  (best lexical share per prefix)"
+            )
         self.stdout.write(f"{'no suggestion (hybrid, share of queries)':<45}" + "".join(f"{f:>7g}" for f in fractions))
         rows = [("answerable queries (should be 0)", results["hybrid"]["no_suggestion"])]
         if "offtopic" in report:
@@ -167,12 +173,6 @@ class Command(BaseCommand):
             )
         for label, shares in rows:
             self.stdout.write(f"  {label:<43}" + "".join(f"{shares[str(f)]:>7.3f}" for f in fractions))
-        if "blend_ceiling" in report:
-            ceiling = report["blend_ceiling"]
-            cells = "".join(f"{ceiling['hit_at_k'][str(f)]:>10.3f}" for f in fractions)
-            self.stdout.write(
-                f"{'ceiling':<10}{cells}{ceiling['mean_hit_at_k']:>8.3f}  (best lexical share per prefix)"
-            )
         if "latency" in report:
             latency = report["latency"]
             self.stdout.write(
