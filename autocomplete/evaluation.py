@@ -171,14 +171,14 @@ def evaluate(
         if progress:
             progress(done, len(queries))
     n = max(1, len(queries))
-    hit_at_k = {str(f): round(hits[f] / n, 4) for f in fractions}
+    hit_at_k = _shares(hits, n)
     return {
         "hit_at_k": hit_at_k,
-        "mrr": {str(f): round(reciprocal[f] / n, 4) for f in fractions},
-        "mean_hit_at_k": round(sum(hit_at_k.values()) / len(fractions), 4),
+        "mrr": _shares(reciprocal, n),
+        "mean_hit_at_k": _mean(hit_at_k),
         "keystrokes_to_hit": round(keystrokes / n, 4),
         # Answerable queries that the cut-off leaves with no suggestion at all: its cost.
-        "no_suggestion": {str(f): round(empty[f] / n, 4) for f in fractions},
+        "no_suggestion": _shares(empty, n),
     }
 
 
@@ -221,13 +221,17 @@ def blend_ceiling(
                 any(s.id in query.targets for s in rank(space, prefix, embed=embed, k=k, params=params))
                 for params in grid
             )
-    n = max(1, len(queries))
-    hit_at_k = {str(f): round(hits[f] / n, 4) for f in fractions}
-    return {
-        "weights": list(weights),
-        "hit_at_k": hit_at_k,
-        "mean_hit_at_k": round(sum(hit_at_k.values()) / len(fractions), 4),
-    }
+    hit_at_k = _shares(hits, len(queries))
+    return {"weights": list(weights), "hit_at_k": hit_at_k, "mean_hit_at_k": _mean(hit_at_k)}
+
+
+def _shares(counts: dict[float, float], n: int) -> dict[str, float]:
+    """Each fraction's count over `n` queries, keyed as the JSON report keys it ("0.25")."""
+    return {str(fraction): round(count / max(1, n), 4) for fraction, count in counts.items()}
+
+
+def _mean(shares: dict[str, float]) -> float:
+    return round(sum(shares.values()) / len(shares), 4)
 
 
 def load_offtopic(path: Path) -> list[str]:
@@ -251,7 +255,7 @@ def offtopic_silence(
         prefixes = [cut(text, fraction) for text in texts]
         embed = embedder(encoder, prefixes)
         silent[fraction] = sum(not rank(space, p, embed=embed, k=k, method=method) for p in prefixes)
-    return {str(f): round(silent[f] / max(1, len(texts)), 4) for f in fractions}
+    return _shares(silent, len(texts))
 
 
 def added_latency(

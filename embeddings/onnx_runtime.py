@@ -491,7 +491,8 @@ class OnnxEncoderSession:
     many single-threaded inference sessions running side by side, rather than splitting each
     batch's operators over threads: on 2 cores and the same graph, 1,354 against 1,080 texts/s
     (12,000 questions in calls of 512, interleaved), since one short batch leaves little to split
-    and every operator waits for both threads. Each session holds its own copy of the weights (about 25 MB int8).
+    and every operator waits for both threads. Each session holds its own copy of the weights
+    (about 25 MB int8).
     """
 
     def __init__(self, onnx_path: Path, tokenizer_path: Path, *, max_length: int = 256, threads: int = 1) -> None:
