@@ -48,7 +48,8 @@ logger = logging.getLogger(__name__)
 # Bump when the exported graph or the manifest changes meaning, so old exports are redone.
 # 2: eager attention, TorchScript exporter first, onnxruntime's transformer fusions before quantizing.
 # 3: residual adds and layer norms left apart (no SkipLayerNormalization, see _SLOW_FUSIONS).
-EXPORT_FORMAT = 3
+# 4: GELU by its tanh approximation (FastGelu), see _fuse.
+EXPORT_FORMAT = 4
 MANIFEST_FILENAME = "manifest.json"
 FP32_FILENAME = "model.onnx"
 INT8_FILENAME = "model_int8.onnx"
@@ -279,6 +280,11 @@ def _fuse(path: Path, model: SentenceTransformer) -> dict[str, int]:
     # See _SLOW_FUSIONS: the fused residual + layer norm kernel is the slow one.
     options.enable_skip_layer_norm = False
     options.enable_bias_skip_layer_norm = False
+    # Bias + GELU as onnxruntime's FastGelu (the tanh approximation BERT's own code once used)
+    # instead of the erf kernel BiasGelu: bulk encoding 1.08x the texts/s, one query 4 % faster
+    # (six interleaved rounds each); int8 mean hit@5 covid 0.671 -> 0.668, stackfaq 0.801 ->
+    # 0.802 against torch's 0.669 / 0.802 (README "Speed").
+    options.enable_gelu_approximation = True
     try:
         with contextlib.redirect_stdout(sys.stderr):
             optimized = optimizer.optimize_model(

@@ -144,6 +144,9 @@ def test_bert_graph_is_fused(exports: dict[str, Path], variant: str) -> None:
     # Residual adds and layer norms stay apart: onnxruntime's fused kernel for them is slower.
     assert "SkipLayerNormalization" not in manifest["fused"]
     assert manifest["fused"].get("LayerNormalization") == 12
+    # GELU runs as the tanh approximation, the faster kernel (export format 4).
+    assert manifest["fused"].get("FastGelu") == 6
+    assert "BiasGelu" not in manifest["fused"]
 
 
 @pytest.mark.slow
