@@ -20,7 +20,7 @@ from embeddings.encoders import Encoder
 
 from .encoding import encoder_for_indexing
 from .indexes import Progress, build_index, embed_texts
-from .models import Corpus, IndexBuild, QAPair, normalise_question
+from .models import Corpus, IndexBuild, QAPair
 from .parsing import ParsedFile, Rejection, Row
 
 logger = logging.getLogger(__name__)
@@ -240,7 +240,7 @@ def _apply(corpus: Corpus, plan: Plan) -> None:
                 corpus=corpus,
                 external_id=row.external_id,
                 question=row.question,
-                normalised_question=normalise_question(row.question),
+                normalised_question=row.normalised_question,
                 answer=row.answer,
                 url=row.url,
                 tags=row.tags,

@@ -7,6 +7,7 @@ written; row problems reject that row alone, named by its line number.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 from collections.abc import Iterator
@@ -44,8 +45,9 @@ class Row:
     url: str = ""
     tags: str = ""
 
-    @property
+    @functools.cached_property
     def normalised_question(self) -> str:
+        # Computed once per row: parsing, both plans of an ingest and its inserts all ask for it.
         return normalise_question(self.question)
 
 

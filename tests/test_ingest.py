@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
@@ -252,3 +254,56 @@ def test_a_build_deletes_vectors_of_earlier_exports_only(small_corpus: Corpus, m
     remaining = set(StoredEmbedding.objects.values_list("encoder", flat=True))
     assert remaining == {current, *kept_elsewhere}
     assert StoredEmbedding.objects.filter(encoder=current).count() == len(SMALL_FAQ)
+
+
+def test_the_next_chunk_is_encoded_while_one_is_stored(db: None, settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    settings.AUTOCOMPLETE_EMBED_BATCH_SIZE = 1  # 8 texts per encode call: two calls for ten questions
+    minilm = encoder_registry().get("minilm")
+    original_encode = minilm.encode
+    second_started = threading.Event()
+    calls: list[int] = []
+
+    def encode(texts, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(len(texts))
+        if len(calls) == 2:
+            second_started.set()
+        return original_encode(texts, **kwargs)
+
+    original_store = StoredEmbedding.objects.bulk_create
+    overlapped: list[bool] = []
+
+    def store(rows, **kwargs):  # type: ignore[no-untyped-def]
+        if not overlapped:
+            overlapped.append(second_started.wait(timeout=10))
+        return original_store(rows, **kwargs)
+
+    monkeypatch.setattr(minilm, "encode", encode)
+    monkeypatch.setattr(StoredEmbedding.objects, "bulk_create", store)
+    vectors = indexes.embed_texts(minilm, [question for question, _ in SMALL_FAQ]).vectors
+    assert calls == [8, 2]
+    assert overlapped == [True]  # the first chunk's rows were written while the second encoded
+    # Each row is its own text's vector (int8 vectors move a little with the batch: compare by cosine).
+    alone = np.vstack([original_encode([question]) for question, _ in SMALL_FAQ])
+    assert list(np.argmax(vectors @ alone.T, axis=1)) == list(range(len(SMALL_FAQ)))
+
+
+def test_an_encoder_failing_midway_keeps_what_it_embedded(small_corpus: Corpus, settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    settings.AUTOCOMPLETE_EMBED_BATCH_SIZE = 1
+    minilm = encoder_registry().get("minilm")
+    original_encode = minilm.encode
+    calls: list[int] = []
+
+    def encode(texts, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(len(texts))
+        if len(calls) == 2:
+            raise RuntimeError("encoder crashed")
+        return original_encode(texts, **kwargs)
+
+    monkeypatch.setattr(minilm, "encode", encode)
+    new = [(f"New question number {n}?", "An answer.") for n in range(12)]
+    stored_before = StoredEmbedding.objects.count()
+    with pytest.raises(RuntimeError, match="encoder crashed"):
+        ingest_parsed(small_corpus, parsed([*SMALL_FAQ, *new]), encoder_key="minilm")
+    assert QAPair.objects.filter(corpus=small_corpus).count() == 10  # nothing applied
+    # The first chunk's vectors were stored before the failure: a retry does not embed them again.
+    assert StoredEmbedding.objects.count() == stored_before + 8
