@@ -31,7 +31,7 @@ from django.dispatch import receiver
 
 from embeddings import lexical as lexical_module
 from embeddings.encoders import Encoder
-from embeddings.index import HNSWOptions, IndexFileError, VectorIndex, write_atomically
+from embeddings.index import HNSWOptions, IndexFileError, VectorIndex, set_threads, thread_cap, write_atomically
 from embeddings.lexical import LexicalIndex
 
 from .models import Corpus, IndexBuild, QAPair, StoredEmbedding, text_sha256
@@ -166,12 +166,11 @@ def build_index(
     prune_stale_embeddings(encoder)
     spec = encoder.spec
     file_name = f"{corpus.slug}--{spec.key}--{uuid.uuid4().hex[:12]}.faiss"
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vector-index") as builder:
-        # faiss builds the graph outside the GIL while this thread prepares the lexical index,
-        # so that serving processes load it in ~0.2 s instead of building it (~4 s at 70k). A
-        # failed build leaves that file an orphan, removed with the others.
-        building = builder.submit(
-            VectorIndex.build,
+    threads = thread_cap()
+
+    def build_vectors() -> VectorIndex:
+        set_threads(threads)  # the cap is per thread: the builder keeps this thread's
+        return VectorIndex.build(
             vectors,
             ids,
             encoder=spec.key,
@@ -179,6 +178,12 @@ def build_index(
             ann_threshold=settings.AUTOCOMPLETE_ANN_THRESHOLD,
             hnsw=hnsw_options(),
         )
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vector-index") as builder:
+        # faiss builds the graph outside the GIL while this thread prepares the lexical index,
+        # so that serving processes load it in ~0.2 s instead of building it (~4 s at 70k). A
+        # failed build leaves that file an orphan, removed with the others.
+        building = builder.submit(build_vectors)
         lexical_index_for(file_name, ids, [question for _, question in pairs])
         index = building.result()
     path = index_dir() / file_name

@@ -47,8 +47,16 @@ class HNSWOptions:
 
 
 def set_threads(count: int) -> None:
-    """Cap faiss's OpenMP threads (workers x threads must not exceed cores)."""
+    """Cap faiss's OpenMP threads in this thread (workers x threads must not exceed cores).
+
+    OpenMP keeps the cap per thread: a thread started later begins at the process default.
+    """
     faiss.omp_set_num_threads(count)
+
+
+def thread_cap() -> int:
+    """The OpenMP threads faiss may use from this thread."""
+    return int(faiss.omp_get_max_threads())
 
 
 def _check_vectors(vectors: np.ndarray, dimension: int) -> np.ndarray:

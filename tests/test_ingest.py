@@ -19,7 +19,7 @@ from autocomplete.models import Corpus, IndexBuild, QAPair, StoredEmbedding
 from autocomplete.parsing import parse_qa_file
 from autocomplete.search import suggestions_for
 from embeddings.encoders import Encoder
-from embeddings.index import VectorIndex
+from embeddings.index import VectorIndex, set_threads, thread_cap
 
 from .conftest import SMALL_FAQ, faq_csv
 
@@ -307,3 +307,23 @@ def test_an_encoder_failing_midway_keeps_what_it_embedded(small_corpus: Corpus, 
     assert QAPair.objects.filter(corpus=small_corpus).count() == 10  # nothing applied
     # The first chunk's vectors were stored before the failure: a retry does not embed them again.
     assert StoredEmbedding.objects.count() == stored_before + 8
+
+
+def test_the_index_is_built_with_the_callers_thread_cap(db: None, minilm: Encoder, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # The graph is built in another thread, and OpenMP keeps its thread cap per thread: a
+    # process capped to one thread per worker must not build on all cores.
+    seen: list[int] = []
+    build = VectorIndex.build
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(thread_cap())
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(VectorIndex, "build", spy)
+    before = thread_cap()
+    set_threads(7)  # no machine's default
+    try:
+        ingest_parsed(Corpus(name="C", slug="c", default_encoder="minilm"), parsed(), encoder_key="minilm")
+    finally:
+        set_threads(before)
+    assert seen == [7]
