@@ -162,7 +162,8 @@ def build_index(
     remove_orphan_files()
     pairs = list(QAPair.objects.filter(corpus=corpus).order_by("id").values_list("id", "question"))
     ids = [pk for pk, _ in pairs]
-    vectors = embed_texts(encoder, [question for _, question in pairs], progress=progress, known=known).vectors
+    questions = [question for _, question in pairs]
+    vectors = embed_texts(encoder, questions, progress=progress, known=known).vectors
     prune_stale_embeddings(encoder)
     spec = encoder.spec
     file_name = f"{corpus.slug}--{spec.key}--{uuid.uuid4().hex[:12]}.faiss"
@@ -184,7 +185,7 @@ def build_index(
         # so that serving processes load it in ~0.2 s instead of building it (~4 s at 70k). A
         # failed build leaves that file an orphan, removed with the others.
         building = builder.submit(build_vectors)
-        lexical_index_for(file_name, ids, [question for _, question in pairs])
+        lexical_index_for(file_name, ids, questions)
         index = building.result()
     path = index_dir() / file_name
     checksum = index.save(path)

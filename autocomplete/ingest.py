@@ -180,11 +180,12 @@ def _scaled(progress: Progress | None, position: int, parts: int, size: int) -> 
 def reindex(corpus: Corpus, *, encoder_key: str | None = None, progress: Progress | None = None) -> IndexBuild:
     """Rebuild the corpus's index for one encoder from its current pairs."""
     encoder = _encoder(corpus, encoder_key)
-    embed_texts(
-        encoder, list(QAPair.objects.filter(corpus=corpus).values_list("question", flat=True)), progress=progress
-    )
+    # The vectors embedded (or read) here serve the build too, as in ingest_parsed.
+    known: dict[str, bytes] = {}
+    questions = list(QAPair.objects.filter(corpus=corpus).values_list("question", flat=True))
+    embed_texts(encoder, questions, progress=progress, known=known)
     with transaction.atomic():
-        return build_index(corpus, encoder, progress=progress)
+        return build_index(corpus, encoder, progress=progress, known=known)
 
 
 def _lock(corpus: Corpus) -> Corpus:

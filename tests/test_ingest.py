@@ -14,7 +14,7 @@ from django.test.utils import CaptureQueriesContext
 
 from autocomplete import indexes
 from autocomplete.encoding import encoder_registry
-from autocomplete.ingest import ingest_parsed, plan_ingest
+from autocomplete.ingest import ingest_parsed, plan_ingest, reindex
 from autocomplete.models import Corpus, IndexBuild, QAPair, StoredEmbedding
 from autocomplete.parsing import parse_qa_file
 from autocomplete.search import suggestions_for
@@ -93,6 +93,16 @@ def test_the_index_build_reads_no_vector_back_that_the_ingest_just_computed(db: 
     assert len(reads) == 1
     assert report.embedded == 10
     assert report.index_build is not None and report.index_build.vector_count == 10
+
+
+def test_reindex_reads_the_stored_vectors_once(small_corpus: Corpus) -> None:
+    table = StoredEmbedding._meta.db_table
+    with CaptureQueriesContext(connection) as queries:
+        build = reindex(small_corpus, encoder_key="minilm")
+    reads = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("SELECT") and table in q["sql"]]
+    # One look-up for the ten questions before the transaction; none again from the index build.
+    assert len(reads) == 1
+    assert build.vector_count == 10
 
 
 def test_a_failed_build_leaves_pairs_and_live_index_intact(
