@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEMO_CORPUS ?= help
 
-.PHONY: setup demo test chromium migrate demo-data serve worker bench lint clean
+.PHONY: setup demo test chromium migrate demo-data serve worker bench lint check clean
 
 $(STAMP): requirements.txt constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,7 +45,7 @@ serve: migrate
 	HOST=$(HOST) PORT=$(PORT) $(BIN)/gunicorn -c config/gunicorn.py config.wsgi
 
 # Speed: ~70k questions in a temporary directory, our stack and the naive baseline served and typed
-# into; prints the README's table and writes static/bench/latency.png. BENCH_ARGS adds options.
+# into; prints the table of docs/performance.md and writes docs/latency.png. BENCH_ARGS adds options.
 bench: setup
 	$(BIN)/python manage.py bench $(BENCH_ARGS)
 
@@ -62,6 +62,10 @@ test: setup chromium
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+# What CI runs: the linters and type checker, then every test.
+check: lint test
 
 clean:
 	rm -rf var staticfiles .coverage htmlcov

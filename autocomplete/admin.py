@@ -5,16 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.views.decorators.http import require_POST
 
 from . import jobs
-from .encoding import encoder_registry
+from .encoder_registry import encoder_registry
 from .exporting import corpus_csv_rows
 from .forms import ReindexForm, UploadForm
 from .models import Corpus, IndexBuild, IngestJob, QAPair
@@ -36,7 +37,7 @@ def _job_url(job: IngestJob) -> str:
 
 
 @admin.register(Corpus)
-class CorpusAdmin(admin.ModelAdmin):
+class CorpusAdmin(admin.ModelAdmin[Corpus]):
     list_display = ["name", "slug", "default_encoder", "pair_count", "live_indexes", "updated_at"]
     prepopulated_fields = {"slug": ["name"]}
     search_fields = ["name", "slug"]
@@ -50,7 +51,7 @@ class CorpusAdmin(admin.ModelAdmin):
 
     @admin.display(description="Live indexes")
     def live_indexes(self, corpus: Corpus) -> str:
-        live = corpus.index_builds.filter(is_active=True).values_list("encoder", flat=True)
+        live = corpus.index_builds.filter(is_live=True).values_list("encoder", flat=True)
         return ", ".join(sorted(live)) or "—"
 
     def get_urls(self) -> list[URLPattern]:
@@ -132,12 +133,12 @@ class CorpusAdmin(admin.ModelAdmin):
             "Re-index corpora",
             form=form,
             corpora=queryset,
-            action_checkbox_name=admin.helpers.ACTION_CHECKBOX_NAME,
+            action_checkbox_name=ACTION_CHECKBOX_NAME,
         )
         return TemplateResponse(request, "admin/autocomplete/corpus/reindex.html", context)
 
     @admin.action(description="Export selected corpus as CSV", permissions=["view"])
-    def export_csv_action(self, request: HttpRequest, queryset: QuerySet[Corpus]) -> HttpResponse | None:
+    def export_csv_action(self, request: HttpRequest, queryset: QuerySet[Corpus]) -> HttpResponseBase | None:
         if queryset.count() != 1:
             messages.error(request, "Choose exactly one corpus to export.")
             return None
@@ -148,7 +149,7 @@ class CorpusAdmin(admin.ModelAdmin):
 
 
 @admin.register(IngestJob)
-class IngestJobAdmin(admin.ModelAdmin):
+class IngestJobAdmin(admin.ModelAdmin[IngestJob]):
     """Job history (filter by corpus), each job's live page, cancel and run again."""
 
     list_display = ["id", "kind", "corpus_label", "original_name", "status", "created_at", "finished_at"]
@@ -190,7 +191,7 @@ class IngestJobAdmin(admin.ModelAdmin):
             # The status lives in the polled progress panel; a static title would go stale.
             "title": f"{job.get_kind_display()} #{job.pk} → {job.corpus_label}",
             "job": job,
-            "progress": jobs.progress_view(job),
+            "progress": jobs.job_progress(job),
             "can_control": _can_control(request),
         }
         return TemplateResponse(request, "admin/autocomplete/ingestjob/detail.html", context)
@@ -198,7 +199,7 @@ class IngestJobAdmin(admin.ModelAdmin):
     def progress_view(self, request: HttpRequest, job_id: int) -> HttpResponse:
         """The progress partial that the job page polls through HTMX until the job ends."""
         job = self._job(request, job_id)
-        context = {"job": job, "progress": jobs.progress_view(job), "can_control": _can_control(request)}
+        context = {"job": job, "progress": jobs.job_progress(job), "can_control": _can_control(request)}
         return TemplateResponse(request, "admin/autocomplete/ingestjob/_progress.html", context)
 
     def control_view(self, request: HttpRequest, job_id: int) -> HttpResponse:
@@ -227,7 +228,7 @@ class IngestJobAdmin(admin.ModelAdmin):
 
 
 @admin.register(QAPair)
-class QAPairAdmin(admin.ModelAdmin):
+class QAPairAdmin(admin.ModelAdmin[QAPair]):
     list_display = ["question", "corpus", "external_id", "updated_at"]
     list_filter = ["corpus"]
     search_fields = ["question", "answer", "external_id"]
@@ -235,9 +236,9 @@ class QAPairAdmin(admin.ModelAdmin):
 
 
 @admin.register(IndexBuild)
-class IndexBuildAdmin(admin.ModelAdmin):
-    list_display = ["corpus", "encoder", "is_active", "kind", "vector_count", "created_at", "build_seconds"]
-    list_filter = ["corpus", "encoder", "is_active"]
+class IndexBuildAdmin(admin.ModelAdmin[IndexBuild]):
+    list_display = ["corpus", "encoder", "is_live", "kind", "vector_count", "created_at", "build_seconds"]
+    list_filter = ["corpus", "encoder", "is_live"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

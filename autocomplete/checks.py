@@ -1,21 +1,25 @@
-"""System checks: catch a misconfigured encoder setup at start-up, not on the first keystroke."""
+"""System checks: catch a misconfigured app at start-up, not on the first keystroke."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
 from django.core.checks import Error, register
+from django.core.exceptions import ImproperlyConfigured
 
 from embeddings.encoders import BACKENDS, UnknownEncoderError, specs_from_settings
+
+from .conf import app_settings
 
 
 @register()
 def check_encoder_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     try:
-        specs = specs_from_settings(
-            settings.AUTOCOMPLETE_ENCODERS, default_backend=settings.AUTOCOMPLETE_ENCODER_BACKEND
-        )
+        conf = app_settings()
+    except (ImproperlyConfigured, TypeError, ValueError) as exc:
+        return [Error(f"settings.AUTOCOMPLETE cannot be read: {exc}", id="autocomplete.E004")]
+    try:
+        specs = specs_from_settings(conf.encoders, default_backend=conf.encoder_backend)
     except UnknownEncoderError as exc:
         return [Error(str(exc), id="autocomplete.E001")]
     errors = [
@@ -26,12 +30,12 @@ def check_encoder_settings(app_configs: Any = None, **kwargs: Any) -> list[Error
         for spec in specs.values()
         if spec.backend not in BACKENDS
     ]
-    for name in ("AUTOCOMPLETE_DEFAULT_ENCODER", "AUTOCOMPLETE_FALLBACK_ENCODER"):
-        key = getattr(settings, name)
+    for name, key in (("DEFAULT_ENCODER", conf.default_encoder), ("FALLBACK_ENCODER", conf.fallback_encoder)):
         if key and key not in specs:
             errors.append(
                 Error(
-                    f"{name} is '{key}', which is not in AUTOCOMPLETE_ENCODERS ({', '.join(sorted(specs))}).",
+                    f"AUTOCOMPLETE['{name}'] is '{key}', which is not in AUTOCOMPLETE['ENCODERS'] "
+                    f"({', '.join(sorted(specs))}).",
                     id="autocomplete.E002",
                 )
             )

@@ -18,14 +18,16 @@ from django.utils import timezone
 
 from embeddings.encoders import Encoder
 
-from .encoding import encoder_for_indexing
-from .indexes import Progress, build_index, embed_texts
+from .builds import build_index
+from .embedding_store import Embedded, Progress, embed_texts, prune_stale_embeddings
+from .encoder_registry import encoder_for_indexing
 from .models import Corpus, IndexBuild, QAPair
 from .parsing import ParsedFile, Rejection, Row
 
 logger = logging.getLogger(__name__)
 
 Mode = Literal["merge", "replace"]
+MODES: tuple[Mode, ...] = ("merge", "replace")
 _COMPARED = ("question", "answer", "url", "tags")
 
 
@@ -76,6 +78,14 @@ class IngestReport:
         )
 
 
+def ingest_mode(value: str) -> Mode:
+    """`value` as a mode (merge or replace), or ValueError."""
+    for mode in MODES:
+        if value == mode:
+            return mode
+    raise ValueError(f"Unknown ingest mode {value!r}; one of {', '.join(MODES)}.")
+
+
 def plan_ingest(corpus: Corpus, parsed: ParsedFile, *, mode: Mode = "merge") -> Plan:
     """Compare the file with the corpus: rows match by id when given, else by question."""
     # A corpus not saved yet (created by this ingest) has no pairs to compare with.
@@ -121,33 +131,30 @@ def ingest_parsed(
 
     `corpus` may be unsaved: it is created in the same transaction as its pairs and indexes.
     """
-    keys = list(encoder_keys) or [encoder_key]  # type: ignore[list-item]
+    keys: list[str | None] = [*encoder_keys] or [encoder_key]
     encoders = [_encoder(corpus, key) for key in keys]
     plan = plan_ingest(corpus, parsed, mode=mode)
     # Embed before the write transaction so the database is locked only briefly.
     texts = [row.question for row in plan.to_add] + [row.question for _, row in plan.to_update]
-    embedded = 0
-    # Each encoder's vectors, kept for its index build below instead of read back from the database.
-    known: list[dict[str, bytes]] = [{} for _ in encoders]
-    for position, encoder in enumerate(encoders):
-        embedded += embed_texts(
-            encoder, texts, progress=_scaled(progress, position, len(encoders), len(texts)), known=known[position]
-        ).computed
+    embedded = [
+        embed_texts(encoder, texts, progress=_scaled(progress, position, len(encoders), len(texts)))
+        for position, encoder in enumerate(encoders)
+    ]
     builds: list[IndexBuild] = []
     if progress:
         progress("indexing", 0, 0)
     with transaction.atomic():
         corpus = _lock(corpus)
         # Another job may have changed the corpus while this one embedded: plan again under the
-        # lock. Questions that plan adds beyond the first are embedded by build_index.
+        # lock. Questions that plan adds beyond the first are embedded by the build.
         plan = plan_ingest(corpus, parsed, mode=mode)
         _apply(corpus, plan)
-        for position, encoder in enumerate(encoders):
-            live = IndexBuild.objects.filter(corpus=corpus, encoder=encoder.spec.key, is_active=True)
+        for position, (encoder, vectors) in enumerate(zip(encoders, embedded, strict=True)):
+            live = IndexBuild.objects.filter(corpus=corpus, encoder=encoder.spec.key, is_live=True)
             if plan.changes_pairs or not live.exists():
                 count = QAPair.objects.filter(corpus=corpus).count()
                 scaled = _scaled(progress, position, len(encoders), count)
-                builds.append(build_index(corpus, encoder, progress=scaled, known=known[position]))
+                builds.append(_build(corpus, encoder, reuse=vectors, progress=scaled))
     report = IngestReport(
         corpus=corpus.slug,
         encoders=[encoder.spec.key for encoder in encoders],
@@ -158,8 +165,8 @@ def ingest_parsed(
         removed=len(plan.to_remove),
         rejected=plan.rejected,
         index_builds=builds,
-        embedded=embedded,
-        reused=len(texts) * len(encoders) - embedded,
+        embedded=sum(result.computed for result in embedded),
+        reused=len(texts) * len(encoders) - sum(result.computed for result in embedded),
     )
     logger.info("Ingest into %s: %s", corpus.slug, report.summary())
     return report
@@ -180,12 +187,21 @@ def _scaled(progress: Progress | None, position: int, parts: int, size: int) -> 
 def reindex(corpus: Corpus, *, encoder_key: str | None = None, progress: Progress | None = None) -> IndexBuild:
     """Rebuild the corpus's index for one encoder from its current pairs."""
     encoder = _encoder(corpus, encoder_key)
-    # The vectors embedded (or read) here serve the build too, as in ingest_parsed.
-    known: dict[str, bytes] = {}
     questions = list(QAPair.objects.filter(corpus=corpus).values_list("question", flat=True))
-    embed_texts(encoder, questions, progress=progress, known=known)
+    # Embedded outside the transaction, as in ingest_parsed; the build reuses these vectors.
+    embedded = embed_texts(encoder, questions, progress=progress)
     with transaction.atomic():
-        return build_index(corpus, encoder, progress=progress, known=known)
+        return _build(corpus, encoder, reuse=embedded, progress=progress)
+
+
+def _build(corpus: Corpus, encoder: Encoder, *, reuse: Embedded, progress: Progress | None) -> IndexBuild:
+    """Index the corpus's pairs as they are now, embedding only questions `reuse` lacks."""
+    pairs = list(QAPair.objects.filter(corpus=corpus).order_by("id").values_list("id", "question"))
+    ids = [pk for pk, _ in pairs]
+    questions = [question for _, question in pairs]
+    vectors = embed_texts(encoder, questions, progress=progress, reuse=reuse).vectors
+    prune_stale_embeddings(encoder)
+    return build_index(corpus, encoder, ids=ids, questions=questions, vectors=vectors, progress=progress)
 
 
 def _lock(corpus: Corpus) -> Corpus:
@@ -194,7 +210,7 @@ def _lock(corpus: Corpus) -> Corpus:
     On SQLite, BEGIN IMMEDIATE (settings) already serialises writers; elsewhere the row lock does.
     A corpus created by another job since this one was planned is used, not created twice.
     """
-    if corpus.pk is None:
+    if not corpus.pk:
         existing = Corpus.objects.select_for_update().filter(slug=corpus.slug).first()
         if existing is None:
             corpus.save()

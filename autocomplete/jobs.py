@@ -17,14 +17,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from django.conf import settings
 from django.db import connection
 from django.db.models import QuerySet
 from django.utils import timezone
 from django_tasks import task
 
-from .indexes import remove_orphan_files
-from .ingest import Plan, ingest_parsed, plan_ingest, reindex
+from .builds import remove_orphan_files
+from .conf import app_settings
+from .ingest import Plan, ingest_mode, ingest_parsed, plan_ingest, reindex
 from .models import Corpus, IngestJob
 from .parsing import FIELD_ALIASES, ParsedFile, parse_qa_file
 from .uploads import delete_upload, read_upload, remove_stale_uploads, store_upload
@@ -65,7 +65,7 @@ def create_upload_preview(
     """
     parsed = parse_qa_file(data, filename=filename)
     target = corpus or Corpus(name=new_corpus_name, slug=new_corpus_slug)
-    plan = plan_ingest(target, parsed, mode=mode)  # type: ignore[arg-type]
+    plan = plan_ingest(target, parsed, mode=ingest_mode(mode))
     return IngestJob.objects.create(
         kind=IngestJob.Kind.UPLOAD,
         corpus=corpus,
@@ -251,7 +251,7 @@ def _run_upload(job: IngestJob, tracker: ProgressTracker) -> dict[str, Any]:
         corpus,
         parsed,
         encoder_keys=job.encoders,
-        mode=job.mode,  # type: ignore[arg-type]
+        mode=ingest_mode(job.mode),
         progress=tracker,
     )
     IngestJob.objects.filter(pk=job.pk).update(corpus=corpus)
@@ -308,7 +308,7 @@ class ProgressTracker:
             self.fields[done_field], self.fields[total_field] = done, total
         if stage_changed or time.monotonic() - self.last_write >= PROGRESS_WRITE_SECONDS:
             self.flush()
-        pause = settings.AUTOCOMPLETE_JOB_BATCH_PAUSE_SECONDS
+        pause = app_settings().job_batch_pause_seconds
         if pause:
             time.sleep(pause)
 
@@ -358,12 +358,12 @@ def _worker_alive(job: IngestJob) -> bool:
             return True
         return True
     # Another machine: trust the heartbeat.
-    stale = timedelta(seconds=settings.AUTOCOMPLETE_JOB_STALE_SECONDS)
+    stale = timedelta(seconds=app_settings().job_stale_seconds)
     return job.heartbeat_at is not None and timezone.now() - job.heartbeat_at < stale
 
 
 @dataclass(frozen=True)
-class ProgressView:
+class JobProgress:
     percent: int
     elapsed_seconds: float
     remaining_seconds: float | None
@@ -377,7 +377,7 @@ _WEIGHTS = (
 )
 
 
-def progress_view(job: IngestJob) -> ProgressView:
+def job_progress(job: IngestJob) -> JobProgress:
     """Percent done, elapsed time and an estimate of the time left."""
     if job.status == Status.SUCCEEDED:
         fraction = 1.0
@@ -395,7 +395,7 @@ def progress_view(job: IngestJob) -> ProgressView:
     remaining = None
     if job.status == Status.RUNNING and 0.05 < fraction < 1:
         remaining = elapsed * (1 - fraction) / fraction
-    return ProgressView(
+    return JobProgress(
         int(fraction * 100 + 1e-9), round(elapsed, 1), None if remaining is None else round(remaining, 1)
     )
 
@@ -406,7 +406,7 @@ def progress_view(job: IngestJob) -> ProgressView:
 def cleanup_stale_files() -> None:
     """Remove temp index files of crashed builds and uploads no job will read again."""
     remove_orphan_files()
-    ttl = settings.AUTOCOMPLETE_PREVIEW_TTL_SECONDS
+    ttl = app_settings().preview_ttl_seconds
     expired = IngestJob.objects.filter(status=Status.PREVIEW, created_at__lt=timezone.now() - timedelta(seconds=ttl))
     expired.update(status=Status.CANCELLED, stored_file="", error="Preview expired without confirmation.")
     keep = set(IngestJob.objects.exclude(stored_file="").values_list("stored_file", flat=True))

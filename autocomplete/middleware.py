@@ -1,8 +1,8 @@
 """A fast path for /api/suggest: it needs no session, user, CSRF token or messages.
 
-Each keystroke is a request, so the middleware that the admin and the pages need costs on every
-one of them (measured by `manage.py bench`, see the README). This middleware sits right after
-SecurityMiddleware and answers the JSON API itself; everything else goes down the usual chain.
+Each keystroke is a request, so the middleware that the admin and the pages need would cost on
+every one of them. This middleware sits right after SecurityMiddleware and answers the JSON API
+itself; everything else goes down the usual chain.
 """
 
 from __future__ import annotations

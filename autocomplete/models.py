@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from typing import Any
 
 from django.db import models
 from django.db.models import Q
@@ -70,9 +71,9 @@ class QAPair(models.Model):
     def __str__(self) -> str:
         return self.question[:80]
 
-    def save(self, *args: object, **kwargs: object) -> None:
+    def save(self, *args: Any, **kwargs: Any) -> None:
         self.normalised_question = normalise_question(self.question)
-        super().save(*args, **kwargs)  # type: ignore[arg-type]
+        super().save(*args, **kwargs)
 
 
 class StoredEmbedding(models.Model):
@@ -96,11 +97,11 @@ class IndexBuild(models.Model):
     corpus = models.ForeignKey(Corpus, on_delete=models.CASCADE, related_name="index_builds")
     encoder = models.CharField(max_length=50)
     file_name = models.CharField(max_length=300)
-    kind = models.CharField(max_length=20, help_text="flat (exact) or hnsw (approximate)")
+    kind = models.CharField(max_length=20, help_text="flat (exact search), or hnsw-sq8 or hnsw (approximate)")
     vector_count = models.PositiveIntegerField()
     dimension = models.PositiveIntegerField()
     checksum = models.CharField(max_length=64, help_text="SHA-256 of the index file")
-    is_active = models.BooleanField(default=False)
+    is_live = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     build_seconds = models.FloatField(default=0)
 
@@ -109,13 +110,13 @@ class IndexBuild(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["corpus", "encoder"],
-                condition=Q(is_active=True),
+                condition=Q(is_live=True),
                 name="one_live_index_per_corpus_encoder",
             )
         ]
 
     def __str__(self) -> str:
-        state = "live" if self.is_active else "old"
+        state = "live" if self.is_live else "old"
         return f"{self.corpus.slug}/{self.encoder} #{self.pk} ({state}, {self.vector_count} vectors)"
 
 
@@ -184,7 +185,7 @@ class IngestJob(models.Model):
 
     @property
     def corpus_label(self) -> str:
-        return self.corpus.slug if self.corpus_id else self.new_corpus_slug  # type: ignore[union-attr]
+        return self.corpus.slug if self.corpus is not None else self.new_corpus_slug
 
     @property
     def is_finished(self) -> bool:

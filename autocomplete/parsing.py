@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
 
+from .conf import app_settings
 from .models import normalise_question
 
 # Accepted header names for each field, compared case-insensitively.
@@ -73,10 +73,11 @@ class Limits:
 
     @classmethod
     def from_settings(cls) -> Limits:
+        conf = app_settings()
         return cls(
-            max_rows=getattr(settings, "AUTOCOMPLETE_MAX_ROWS", 200_000),
-            max_question_length=settings.AUTOCOMPLETE_MAX_QUESTION_LENGTH,
-            max_answer_length=settings.AUTOCOMPLETE_MAX_ANSWER_LENGTH,
+            max_rows=conf.max_rows,
+            max_question_length=conf.max_question_length,
+            max_answer_length=conf.max_answer_length,
         )
 
 
@@ -185,8 +186,8 @@ def _json_records(text: str) -> Iterator[Record]:
         raise ParseError("A JSON file must hold one array of objects.")
     try:
         json.loads(text)
-    except ValueError as exc:
-        raise ParseError(f"Invalid JSON on line {exc.lineno}: {exc.msg}.") from exc  # type: ignore[attr-defined]
+    except json.JSONDecodeError as exc:
+        raise ParseError(f"Invalid JSON on line {exc.lineno}: {exc.msg}.") from exc
     position += 1
     line = text.count("\n", 0, position) + 1
     while True:

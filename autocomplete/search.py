@@ -14,17 +14,20 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from django.conf import settings
 from django.core.cache import caches
 
 from embeddings.encoders import Encoder, EncoderError, EncoderSpec
-from embeddings.index import IndexFileError, IndexMismatchError, VectorIndex
 from embeddings.lexical import LexicalIndex
 from embeddings.ranking import DEFAULT as DEFAULT_RANKING
 from embeddings.ranking import RankingParams, embedding_text, hybrid_rank, semantic_rank
+from embeddings.typed_query import TypedQuery
+from embeddings.vector_index import IndexFileError, IndexMismatchError, VectorIndex
 
-from .encoding import encoder_registry
-from .indexes import CorpusEntry, LiveBuild, catalog, lexical_index_for, load_build_index
+from .builds import load_live_index
+from .catalog import CorpusEntry, LiveBuild, catalog, invalidate_catalog
+from .conf import app_settings
+from .encoder_registry import encoder_registry
+from .lexical_store import lexical_index_for
 from .models import QAPair
 
 
@@ -114,19 +117,20 @@ def rank(
     `hybrid` is what is served; `semantic` (plain cosine) and `lexical` (keywords alone) exist as
     the evaluation's baselines.
     """
+    typed = TypedQuery.parse(query)
     if method == "lexical":
-        ranked = space.lexical.search(query, limit=k * 4)
+        ranked = space.lexical.search(typed, limit=k * 4)
         ranked = [(pk, score) for pk, score in ranked if score > 0]
         ranked = semantic_rank(ranked, k=k, lexical=space.lexical)
     else:
         # The baseline embeds what was typed; the served ranking may complete the last word first.
-        vector = embed(query if method == "semantic" else embedding_text(query, space.lexical, params))
+        vector = embed(query if method == "semantic" else embedding_text(typed, space.lexical, params))
         nearest = space.index.search(vector, params.semantic_candidates)
         if method == "semantic":
             ranked = semantic_rank(nearest, k=k, lexical=space.lexical)
         else:
             ranked = hybrid_rank(
-                query,
+                typed,
                 semantic=nearest,
                 lexical=space.lexical,
                 k=k,
@@ -151,13 +155,14 @@ def embed_query(encoder: Encoder, query: str) -> np.ndarray:
     is Django's cache API (in-process by default, Redis or memcached when configured), so
     replicas can share it. Runs of whitespace are collapsed and the ends stripped first: the
     encoders' WordPiece tokenizer only splits on whitespace, so "how do i " embeds exactly as
-    "how do i", and every space typed is then a cache hit (of the bench's first 3,000 keystrokes,
-    42 % hit the cache with this, 28 % without).
+    "how do i", and every space typed is then a cache hit.
     """
     query = " ".join(query.split())
-    alias = settings.AUTOCOMPLETE_QUERY_CACHE
+    alias = app_settings().query_cache
+    vector: np.ndarray
     if not alias:
-        return encoder.encode([query])[0]
+        vector = encoder.encode([query])[0]
+        return vector
     cache = caches[alias]
     digest = hashlib.blake2b(query.encode(), digest_size=16).hexdigest()
     key = f"qv:{encoder.spec.key}:{encoder.vector_space}:{digest}"
@@ -171,9 +176,22 @@ def embed_query(encoder: Encoder, query: str) -> np.ndarray:
 
 # --- live corpora ----------------------------------------------------------------------------
 
+# Loaded search spaces by build id, the most recently loaded last: a process serves a handful.
 _spaces: OrderedDict[int, SearchSpace] = OrderedDict()
 _spaces_lock = threading.Lock()
 MAX_CACHED_SPACES = 8
+
+
+def forget_loaded() -> None:
+    """Drop this process's loaded search spaces and catalog: the next request reads them afresh."""
+    with _spaces_lock:
+        _spaces.clear()
+    invalidate_catalog()
+
+
+def loaded_spaces() -> dict[int, SearchSpace]:
+    """The search spaces this process holds in memory, by build id, least recently loaded first."""
+    return dict(_spaces)
 
 
 def _space_for(build: LiveBuild) -> SearchSpace:
@@ -192,7 +210,7 @@ def _space_for(build: LiveBuild) -> SearchSpace:
 
 def _load_space(build: LiveBuild) -> SearchSpace:
     try:
-        index = load_build_index(build)
+        index = load_live_index(build)
     except (IndexFileError, IndexMismatchError) as exc:
         raise IndexUnavailableError(f"The index for this corpus cannot be loaded: {exc}") from exc
     rows = (
@@ -212,7 +230,7 @@ def resolve_corpus(slug: str | None) -> CorpusEntry:
         if entry is None:
             raise CorpusNotFoundError(f"Unknown corpus '{slug}'.")
         return entry
-    default = settings.AUTOCOMPLETE_DEFAULT_CORPUS
+    default = app_settings().default_corpus
     if default and default in corpora:
         return corpora[default]
     if len(corpora) == 1:
@@ -231,7 +249,7 @@ def resolve_encoder(entry: CorpusEntry, key: str | None) -> tuple[str, bool]:
                 f"Corpus '{entry.slug}' has no index for encoder '{key}' (indexed: {indexed})."
             )
         return key, False
-    serving = entry.serving_encoder(settings.AUTOCOMPLETE_FALLBACK_ENCODER)
+    serving = entry.serving_encoder(app_settings().fallback_encoder)
     if serving is None:
         raise IndexUnavailableError(f"Corpus '{entry.slug}' has no index yet: run `manage.py ingest` or reindex it.")
     return serving, serving != entry.default_encoder

@@ -10,13 +10,13 @@ import secrets
 import time
 from pathlib import Path
 
-from django.conf import settings
+from .conf import app_settings
 
 _SUFFIX = ".upload"
 
 
 def upload_dir() -> Path:
-    directory = Path(settings.AUTOCOMPLETE_UPLOAD_DIR)
+    directory = app_settings().upload_dir
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     return directory
 

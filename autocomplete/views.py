@@ -4,15 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET
+from django_htmx.middleware import HtmxDetails
 
-from .encoding import encoder_registry
+from .catalog import CorpusEntry, catalog
+from .conf import app_settings
+from .encoder_registry import encoder_registry
 from .forms import SuggestForm
-from .indexes import CorpusEntry, catalog
 from .search import SearchError, SuggestResult, resolve_corpus, suggestions_for
+
+
+class HtmxHttpRequest(HttpRequest):
+    """A request through django-htmx's middleware, which sets `htmx`."""
+
+    htmx: HtmxDetails
 
 
 def _encoder_choices(entry: CorpusEntry) -> list[tuple[str, str]]:
@@ -34,7 +41,7 @@ def _page_context(form: SuggestForm) -> dict[str, Any]:
         "corpus": entry,
         "encoders": _encoder_choices(entry) if entry else [],
         "selected_encoder": data.get("encoder") or "",
-        "max_query_length": settings.AUTOCOMPLETE_MAX_QUERY_LENGTH,
+        "max_query_length": app_settings().max_query_length,
     }
 
 
@@ -60,9 +67,9 @@ def search_page(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
-def suggest_partial(request: HttpRequest) -> HttpResponse:
+def suggest_partial(request: HtmxHttpRequest) -> HttpResponse:
     """The listbox of suggestions that the HTMX search box swaps in on every keystroke."""
-    if not request.htmx:  # type: ignore[attr-defined]
+    if not request.htmx:
         return redirect(f"/?{request.GET.urlencode()}")
     form = SuggestForm(request.GET)
     context: dict[str, Any] = {"query": request.GET.get("q", "")}

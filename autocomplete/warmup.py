@@ -5,12 +5,11 @@ from __future__ import annotations
 import logging
 import time
 
-from django.conf import settings
-
 from embeddings.encoders import EncoderError
-from embeddings.index import set_threads
+from embeddings.vector_index import set_threads
 
-from .indexes import catalog
+from .catalog import catalog
+from .conf import app_settings
 from .search import SearchError, suggestions_for
 
 logger = logging.getLogger(__name__)
@@ -19,11 +18,10 @@ logger = logging.getLogger(__name__)
 def warm_up() -> float:
     """Load every live corpus and encoder and answer one query with each; return seconds taken."""
     started = time.perf_counter()
-    threads = settings.AUTOCOMPLETE_ENCODER_THREADS or 1
+    conf = app_settings()
+    threads = conf.encoder_threads or 1
     set_threads(threads)
-    if settings.AUTOCOMPLETE_ENCODER_BACKEND == "torch" or any(
-        options.get("BACKEND") == "torch" for options in settings.AUTOCOMPLETE_ENCODERS.values()
-    ):
+    if conf.encoder_backend == "torch" or any(options.get("BACKEND") == "torch" for options in conf.encoders.values()):
         import torch
 
         torch.set_num_threads(threads)

@@ -1,4 +1,4 @@
-"""gunicorn settings for `make serve` and `make demo`, chosen from measurement (see README).
+"""gunicorn settings for `make serve` and `make demo` (the measurements behind them: docs/performance.md).
 
 Sync workers of one thread each, one worker per core: each request is CPU-bound (encoder + index),
 so more threads only queue inside a worker. Models load after the fork (preload_app is off:
@@ -11,15 +11,17 @@ from __future__ import annotations
 import os
 from typing import Any
 
-bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
-workers = int(os.environ.get("WEB_CONCURRENCY", str(os.cpu_count() or 2)))
-threads = int(os.environ.get("GUNICORN_THREADS", "1"))
-# gthread keeps connections alive (sync closes each one after its response); see README "Speed".
-worker_class = os.environ.get("GUNICORN_WORKER_CLASS") or ("gthread" if threads > 1 else "sync")
+from config.environment import env_int, env_str
+
+bind = f"{env_str('HOST') or '127.0.0.1'}:{env_str('PORT') or '8000'}"
+workers = env_int("WEB_CONCURRENCY") or os.cpu_count() or 2
+threads = env_int("GUNICORN_THREADS") or 1
+# gthread keeps connections alive, where sync closes each after its response.
+worker_class = env_str("GUNICORN_WORKER_CLASS") or ("gthread" if threads > 1 else "sync")
 preload_app = False
 timeout = 60
 graceful_timeout = 10
-accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
+accesslog = env_str("GUNICORN_ACCESS_LOG") or None
 
 # Workers x intra-op threads must not exceed the cores: one encoder/FAISS thread per worker.
 for variable in ("AUTOCOMPLETE_ENCODER_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):

@@ -1,30 +1,30 @@
 """Settings for the embedded default: SQLite, local index files, no extra services.
 
-Everything a deployment changes is read from the environment, so the same code serves the demo,
-the test suite and (later) PostgreSQL + Redis + shared storage behind several replicas.
+Every deployment knob is an environment variable read here (through `config.environment`), so the
+same code serves the demo, the test suite and a deployment. The app's own settings are one dict,
+`AUTOCOMPLETE`, parsed once into a typed object by `autocomplete/conf.py`, which holds the defaults.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+from typing import Any
+
+import django_stubs_ext
+
+from .environment import env_bool, env_float, env_int, env_path, env_str
+
+# Lets the generic classes of django-stubs (ModelAdmin[Corpus], QuerySet[QAPair]) be subscripted at run time.
+django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = Path(os.environ.get("AUTOCOMPLETE_VAR_DIR", BASE_DIR / "var"))
-# Database and index files live here unless their own settings say otherwise.
+VAR_DIR = env_path("AUTOCOMPLETE_VAR_DIR") or BASE_DIR / "var"
+# The database and index files live here unless their own settings say otherwise.
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
-
-def _env_bool(name: str, default: bool) -> bool:
-    value = os.environ.get(name)
-    if value is None:
-        return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
-
-
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "insecure-demo-key-set-DJANGO_SECRET_KEY-in-production")
-DEBUG = _env_bool("DJANGO_DEBUG", False)
-ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",")
+SECRET_KEY = env_str("DJANGO_SECRET_KEY") or "insecure-demo-key-set-DJANGO_SECRET_KEY-in-production"
+DEBUG = bool(env_bool("DJANGO_DEBUG"))
+ALLOWED_HOSTS = (env_str("DJANGO_ALLOWED_HOSTS") or "127.0.0.1,localhost,testserver").split(",")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -73,7 +73,7 @@ TEMPLATES = [
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
-        "NAME": os.environ.get("AUTOCOMPLETE_DATABASE_PATH", str(VAR_DIR / "db.sqlite3")),
+        "NAME": str(env_path("AUTOCOMPLETE_DATABASE_PATH") or VAR_DIR / "db.sqlite3"),
         # WAL lets readers keep answering while an ingest holds the write lock.
         # IMMEDIATE takes the write lock when a transaction begins, so concurrent ingest jobs
         # queue up instead of failing on a stale snapshot.
@@ -102,7 +102,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
-    # Query vectors by encoder + text; 50,000 entries of 1.5 KB is about 75 MB per process.
+    # Query vectors by encoder + text: 50,000 vectors of 1.5 KB bound it to about 75 MB per process.
     "query-embeddings": {
         "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
         "LOCATION": "query-embeddings",
@@ -122,61 +122,44 @@ LOGGING = {
     },
 }
 
-# --- Semantic autocomplete -------------------------------------------------------------------
-# Encoders by key. PATH points a key at a local model directory (the only way to load Ivysaur or
-# GIST-small without a model hub); ALLOW_DOWNLOAD lets sentence-transformers fetch from the hub.
-AUTOCOMPLETE_ENCODERS: dict[str, dict[str, object]] = {
-    "ivysaur": {"PATH": os.environ.get("AUTOCOMPLETE_IVYSAUR_PATH") or None},
-    "gist-small": {"PATH": os.environ.get("AUTOCOMPLETE_GIST_SMALL_PATH") or None},
-    "minilm": {},
-}
-AUTOCOMPLETE_ALLOW_DOWNLOAD = _env_bool("AUTOCOMPLETE_ALLOW_DOWNLOAD", False)
-# How encoders run: "onnx-int8" (ONNX Runtime, int8 weights: the fast serving path), "onnx" (fp32)
-# or "torch" (sentence-transformers). ONNX files are exported offline from the same weights, once,
-# into AUTOCOMPLETE_ONNX_DIR. A per-encoder "BACKEND" in AUTOCOMPLETE_ENCODERS overrides this.
-AUTOCOMPLETE_ENCODER_BACKEND = os.environ.get("AUTOCOMPLETE_ENCODER_BACKEND", "onnx-int8")
-AUTOCOMPLETE_ONNX_DIR = Path(os.environ.get("AUTOCOMPLETE_ONNX_DIR", VAR_DIR / "onnx"))
-# Threads per encoder call: 0 = all cores (ingest); serving workers set 1 (workers x threads <= cores).
-AUTOCOMPLETE_ENCODER_THREADS = int(os.environ.get("AUTOCOMPLETE_ENCODER_THREADS", "0"))
-AUTOCOMPLETE_DEFAULT_ENCODER = os.environ.get("AUTOCOMPLETE_DEFAULT_ENCODER", "ivysaur")
-# Used openly (warning logged, encoder named in the page and JSON) when the default cannot load.
-AUTOCOMPLETE_FALLBACK_ENCODER: str | None = os.environ.get("AUTOCOMPLETE_FALLBACK_ENCODER", "minilm") or None
-# Corpus served when a request names none and several corpora exist.
-AUTOCOMPLETE_DEFAULT_CORPUS: str | None = os.environ.get("AUTOCOMPLETE_DEFAULT_CORPUS") or None
-
-AUTOCOMPLETE_INDEX_DIR = Path(os.environ.get("AUTOCOMPLETE_INDEX_DIR", VAR_DIR / "indexes"))
-# Corpora with more questions than this get an HNSW index instead of exact search.
-AUTOCOMPLETE_ANN_THRESHOLD = int(os.environ.get("AUTOCOMPLETE_ANN_THRESHOLD", "20000"))
-AUTOCOMPLETE_HNSW = {"M": 32, "EF_CONSTRUCTION": 200, "EF_SEARCH": 128}
-# How often a serving process re-reads which index build is live (hot swap across replicas).
-AUTOCOMPLETE_CATALOG_TTL_SECONDS = float(os.environ.get("AUTOCOMPLETE_CATALOG_TTL_SECONDS", "2"))
-AUTOCOMPLETE_EMBED_BATCH_SIZE = int(os.environ.get("AUTOCOMPLETE_EMBED_BATCH_SIZE", "64"))
-# Cache alias for query vectors ("" turns the cache off).
-AUTOCOMPLETE_QUERY_CACHE = os.environ.get("AUTOCOMPLETE_QUERY_CACHE", "query-embeddings")
-AUTOCOMPLETE_MAX_QUERY_LENGTH = 200
-AUTOCOMPLETE_MAX_K = 20
-AUTOCOMPLETE_DEFAULT_K = 5
-AUTOCOMPLETE_MAX_QUESTION_LENGTH = int(os.environ.get("AUTOCOMPLETE_MAX_QUESTION_LENGTH", "1000"))
-AUTOCOMPLETE_MAX_ANSWER_LENGTH = int(os.environ.get("AUTOCOMPLETE_MAX_ANSWER_LENGTH", "20000"))
-AUTOCOMPLETE_SERVE_STATIC = _env_bool("AUTOCOMPLETE_SERVE_STATIC", True)
-AUTOCOMPLETE_MAX_UPLOAD_BYTES = int(os.environ.get("AUTOCOMPLETE_MAX_UPLOAD_BYTES", str(50 * 1000 * 1000)))
-AUTOCOMPLETE_MAX_ROWS = int(os.environ.get("AUTOCOMPLETE_MAX_ROWS", "200000"))
-
-# --- Uploads and background jobs -------------------------------------------------------------
-# Ingestion jobs run through Django's tasks API (the django-tasks backport) on its database
-# backend: no extra service; `manage.py db_worker` runs them, on this machine or any other that
-# shares the database (PostgreSQL at scale) and the index directory.
+# Background jobs run through Django's tasks API (the django-tasks backport) on its database
+# backend: no extra service, and `manage.py db_worker` on any machine sharing the database runs them.
 TASKS = {
     "default": {
-        "BACKEND": os.environ.get("AUTOCOMPLETE_TASKS_BACKEND", "django_tasks_db.DatabaseBackend"),
+        "BACKEND": env_str("AUTOCOMPLETE_TASKS_BACKEND") or "django_tasks_db.DatabaseBackend",
         "QUEUES": ["default"],
     }
 }
-# Uploaded files wait here, under random names, until their job has run; never served.
-AUTOCOMPLETE_UPLOAD_DIR = Path(os.environ.get("AUTOCOMPLETE_UPLOAD_DIR", VAR_DIR / "uploads"))
-# A running job whose worker has not reported for this long is shown as interrupted.
-AUTOCOMPLETE_JOB_STALE_SECONDS = float(os.environ.get("AUTOCOMPLETE_JOB_STALE_SECONDS", "120"))
-# Seconds a job sleeps after each batch: leaves CPU to serving on a shared machine (0 = none).
-AUTOCOMPLETE_JOB_BATCH_PAUSE_SECONDS = float(os.environ.get("AUTOCOMPLETE_JOB_BATCH_PAUSE_SECONDS", "0"))
-# Unconfirmed previews and their files are dropped after this long.
-AUTOCOMPLETE_PREVIEW_TTL_SECONDS = float(os.environ.get("AUTOCOMPLETE_PREVIEW_TTL_SECONDS", str(24 * 3600)))
+
+# The app's settings (defaults and meanings: autocomplete/conf.py). Keys left out, here because
+# their variable is unset, take the default.
+_AUTOCOMPLETE_FROM_ENVIRONMENT: dict[str, Any] = {
+    "VAR_DIR": VAR_DIR,
+    "ENCODERS": {
+        "ivysaur": {"PATH": env_str("AUTOCOMPLETE_IVYSAUR_PATH") or None},
+        "gist-small": {"PATH": env_str("AUTOCOMPLETE_GIST_SMALL_PATH") or None},
+        "minilm": {},
+    },
+    "ALLOW_DOWNLOAD": env_bool("AUTOCOMPLETE_ALLOW_DOWNLOAD"),
+    "ENCODER_BACKEND": env_str("AUTOCOMPLETE_ENCODER_BACKEND"),
+    "ONNX_DIR": env_path("AUTOCOMPLETE_ONNX_DIR"),
+    "ENCODER_THREADS": env_int("AUTOCOMPLETE_ENCODER_THREADS"),
+    "DEFAULT_ENCODER": env_str("AUTOCOMPLETE_DEFAULT_ENCODER"),
+    "FALLBACK_ENCODER": env_str("AUTOCOMPLETE_FALLBACK_ENCODER"),
+    "DEFAULT_CORPUS": env_str("AUTOCOMPLETE_DEFAULT_CORPUS"),
+    "INDEX_DIR": env_path("AUTOCOMPLETE_INDEX_DIR"),
+    "ANN_THRESHOLD": env_int("AUTOCOMPLETE_ANN_THRESHOLD"),
+    "CATALOG_TTL_SECONDS": env_float("AUTOCOMPLETE_CATALOG_TTL_SECONDS"),
+    "EMBED_BATCH_SIZE": env_int("AUTOCOMPLETE_EMBED_BATCH_SIZE"),
+    "QUERY_CACHE": env_str("AUTOCOMPLETE_QUERY_CACHE"),
+    "MAX_QUESTION_LENGTH": env_int("AUTOCOMPLETE_MAX_QUESTION_LENGTH"),
+    "MAX_ANSWER_LENGTH": env_int("AUTOCOMPLETE_MAX_ANSWER_LENGTH"),
+    "MAX_UPLOAD_BYTES": env_int("AUTOCOMPLETE_MAX_UPLOAD_BYTES"),
+    "MAX_ROWS": env_int("AUTOCOMPLETE_MAX_ROWS"),
+    "SERVE_STATIC": env_bool("AUTOCOMPLETE_SERVE_STATIC"),
+    "UPLOAD_DIR": env_path("AUTOCOMPLETE_UPLOAD_DIR"),
+    "JOB_STALE_SECONDS": env_float("AUTOCOMPLETE_JOB_STALE_SECONDS"),
+    "JOB_BATCH_PAUSE_SECONDS": env_float("AUTOCOMPLETE_JOB_BATCH_PAUSE_SECONDS"),
+    "PREVIEW_TTL_SECONDS": env_float("AUTOCOMPLETE_PREVIEW_TTL_SECONDS"),
+}
+AUTOCOMPLETE = {key: value for key, value in _AUTOCOMPLETE_FROM_ENVIRONMENT.items() if value is not None}

@@ -1,36 +1,41 @@
 """Test settings: the same app, with throwaway storage and fast password hashing.
 
-A few paths can be set from the environment so that a worker subprocess started by a test
-(`manage.py db_worker`) shares the test's database file, index directory and ONNX exports.
+The directories set in the environment win over the throwaway ones, so that a worker subprocess
+started by a test (`manage.py db_worker`) shares the test's database file, index directory and
+ONNX exports.
 """
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
+from .environment import env_str
 from .settings import *  # noqa: F403
+from .settings import AUTOCOMPLETE, DATABASES
 
 _TEST_VAR = Path(tempfile.mkdtemp(prefix="autocomplete-test-"))
-# each test gets its own index directory via a fixture
-AUTOCOMPLETE_INDEX_DIR = Path(os.environ.get("AUTOCOMPLETE_INDEX_DIR", _TEST_VAR / "indexes"))
-AUTOCOMPLETE_UPLOAD_DIR = Path(os.environ.get("AUTOCOMPLETE_UPLOAD_DIR", _TEST_VAR / "uploads"))
 # On disk rather than in memory, so worker subprocesses and live-server threads see the same data.
-DATABASES["default"]["TEST"] = {"NAME": str(_TEST_VAR / "test.sqlite3")}  # noqa: F405
+DATABASES["default"]["TEST"] = {"NAME": str(_TEST_VAR / "test.sqlite3")}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-# Serving processes in tests see a switch of live index at once.
-AUTOCOMPLETE_CATALOG_TTL_SECONDS = 0.0
-AUTOCOMPLETE_DEFAULT_ENCODER = "minilm"
-# minilm runs as it is served (ONNX int8, exported once per test session); models that tests
-# build with random weights run on torch, whose output the ONNX export is checked against.
-AUTOCOMPLETE_ENCODER_BACKEND = "torch"
-AUTOCOMPLETE_ENCODERS = {**AUTOCOMPLETE_ENCODERS, "minilm": {"BACKEND": "onnx-int8"}}  # noqa: F405
-AUTOCOMPLETE_ONNX_DIR = Path(os.environ.get("AUTOCOMPLETE_ONNX_DIR", _TEST_VAR / "onnx"))
+AUTOCOMPLETE = {
+    **AUTOCOMPLETE,
+    # Each test gets its own index directory through a fixture; a worker subprocess is told the test's.
+    "INDEX_DIR": AUTOCOMPLETE.get("INDEX_DIR") or _TEST_VAR / "indexes",
+    "UPLOAD_DIR": AUTOCOMPLETE.get("UPLOAD_DIR") or _TEST_VAR / "uploads",
+    "ONNX_DIR": AUTOCOMPLETE.get("ONNX_DIR") or _TEST_VAR / "onnx",
+    # Serving processes in tests see a switch of live index at once.
+    "CATALOG_TTL_SECONDS": 0.0,
+    "DEFAULT_ENCODER": "minilm",
+    # minilm runs as it is served (ONNX int8, exported once per test session); models that tests
+    # build with random weights run on torch, whose output the ONNX export is checked against.
+    "ENCODER_BACKEND": "torch",
+    "ENCODERS": {**AUTOCOMPLETE["ENCODERS"], "minilm": {"BACKEND": "onnx-int8"}},
+}
 # Jobs run inside the request unless a test switches to the database backend and a real worker.
 TASKS = {
     "default": {
-        "BACKEND": os.environ.get("AUTOCOMPLETE_TASKS_BACKEND", "django_tasks.backends.immediate.ImmediateBackend"),
+        "BACKEND": env_str("AUTOCOMPLETE_TASKS_BACKEND") or "django_tasks.backends.immediate.ImmediateBackend",
         "QUEUES": ["default"],
     }
 }

@@ -96,6 +96,11 @@ class TorchEncoder:
         self.spec = spec
         self._model = model
 
+    @property
+    def model(self) -> Any:
+        """The sentence-transformers model behind this encoder (read-only)."""
+        return self._model
+
     def encode(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
         """Embed texts as float32 unit vectors of shape (len(texts), dimension)."""
         if not texts:
@@ -118,7 +123,7 @@ def model_location(spec: EncoderSpec) -> str:
                 f"{spec.name} weights not found at {spec.path}: that directory has no config.json. "
                 f"Download {spec.hub_id} on a connected machine (`python manage.py fetch_encoders "
                 f"{spec.key} --to {spec.path}`), copy the folder here, and keep {spec.env_var} "
-                f"(AUTOCOMPLETE_ENCODERS['{spec.key}']['PATH']) pointing at it."
+                f"(AUTOCOMPLETE['ENCODERS']['{spec.key}']['PATH'] in settings) pointing at it."
             )
         return str(spec.path)
     if spec.packaged:
@@ -138,7 +143,7 @@ def _unavailable_message(spec: EncoderSpec, *, allow_download: bool, cause: Exce
         f"{spec.name} ({spec.hub_id}) could not be loaded: no local copy is configured and {reason} "
         f"({type(cause).__name__}). Fix: on a connected machine run `python manage.py fetch_encoders "
         f"{spec.key} --to models/{spec.key}`, copy that folder here and set {spec.env_var}=models/{spec.key} "
-        f"(AUTOCOMPLETE_ENCODERS['{spec.key}']['PATH']); or set AUTOCOMPLETE_ALLOW_DOWNLOAD=1 where the "
+        f"(AUTOCOMPLETE['ENCODERS']['{spec.key}']['PATH'] in settings); or set AUTOCOMPLETE_ALLOW_DOWNLOAD=1 where the "
         "hub is reachable."
     )
 
@@ -172,7 +177,7 @@ def load_torch_encoder(spec: EncoderSpec, *, allow_download: bool = False) -> To
 
 
 class OnnxEncoder:
-    """The same weights exported to ONNX and run by onnxruntime: several times faster per query."""
+    """The same weights exported to ONNX and run by onnxruntime: faster per query, and no torch once exported."""
 
     def __init__(self, spec: EncoderSpec, session: Any, *, quantized: bool, export_id: str) -> None:
         self.spec = spec
@@ -183,7 +188,8 @@ class OnnxEncoder:
 
     def encode(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
         """Embed texts as float32 unit vectors of shape (len(texts), dimension)."""
-        return self._session.encode(list(texts), batch_size=batch_size)
+        vectors: np.ndarray = self._session.encode(list(texts), batch_size=batch_size)
+        return vectors
 
 
 def local_model_dir(spec: EncoderSpec, *, allow_download: bool) -> Path:
@@ -203,7 +209,8 @@ def load_onnx_encoder(
     spec: EncoderSpec, *, quantized: bool, export_root: Path, threads: int, allow_download: bool = False
 ) -> OnnxEncoder:
     """Export `spec`'s weights to ONNX once (offline, idempotent) and open an inference session."""
-    from .onnx_runtime import OnnxEncoderSession, export_onnx, read_manifest
+    from .onnx_export import export_onnx
+    from .onnx_session import OnnxEncoderSession, read_manifest
 
     model_dir = local_model_dir(spec, allow_download=allow_download)
     out_dir = export_root / f"{spec.key}-{'int8' if quantized else 'fp32'}"

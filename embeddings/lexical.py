@@ -13,49 +13,21 @@ from __future__ import annotations
 
 import bisect
 import math
-import re
-import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-# Letters and digits only: underscores and punctuation separate words, as a reader would expect.
-_TOKEN_RE = re.compile(r"[^\W_]+")
-# The word a text ends with, as typed (the word still being typed, when the text is a query).
-LAST_WORD_RE = re.compile(_TOKEN_RE.pattern + "$")
+from .typed_query import TypedQuery, tokenize
+
 # Resolution of the score histogram used to select the best matches (see LexicalIndex.top).
 _BINS = 1024
 # Words in at least this share of the texts (and at least _DENSE_MIN_DF of them) also get a dense
-# 0/1 column: crediting 20k+ scattered texts costs 10x more than one pass over a column, and such
-# words ("how", "do", "the") are in nearly every query. At 67k questions: 20 words, 1.3 MB.
+# 0/1 column: one pass over a column is far cheaper than crediting tens of thousands of scattered
+# texts, and such words ("how", "do", "the") are in nearly every query.
 _DENSE_MIN_SHARE = 1 / 16
 _DENSE_MIN_DF = 1024
-
-
-def normalize_text(text: str) -> str:
-    """Return `text` NFKC-normalised, case-folded and stripped of accents."""
-    if text.isascii():
-        # ASCII is its own NFKC form and has no accents; casefold is lower. Most typed queries
-        # take this path, which runs per keystroke several times (about 20x faster than below).
-        return text.lower()
-    # NFKC first folds compatibility forms (ligatures, full-width letters), casefold handles ß and
-    # friends, then NFD exposes accents as combining marks so they can be dropped.
-    folded = unicodedata.normalize("NFKC", text).casefold()
-    decomposed = unicodedata.normalize("NFD", folded)
-    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
-
-
-def tokenize(text: str) -> list[str]:
-    """Split normalised `text` into runs of letters and digits."""
-    return _TOKEN_RE.findall(normalize_text(text))
-
-
-def last_word_is_partial(query: str) -> bool:
-    """True when the query ends inside a word, i.e. the user may still be typing it."""
-    stripped = normalize_text(query)
-    return bool(stripped) and _TOKEN_RE.fullmatch(stripped[-1]) is not None
 
 
 @dataclass(frozen=True)
@@ -66,14 +38,9 @@ class LexicalParams:
     typo_weight: float = 0.8
     # Shorter words have too many one-edit neighbours ("cat" -> "bat", "car", "cut") to be safe.
     typo_min_length: int = 5
-    # Query words absent from the corpus still count, partly, in the query's mass: a query about
-    # something the corpus never mentions should not score as a perfect match on its other words.
-    unknown_weight: float = 1.0
     # A short prefix ("w") begins thousands of words; keep the most frequent ones, which are also
     # the likeliest completions, so the cost per keystroke stays bounded.
     max_expansions: int = 64
-    # The unfinished word is less certain than a finished one.
-    prefix_weight: float = 1.0
     # Inflected forms ("masks" for "mask", "tested" for "test") count for this share of a word.
     inflection_weight: float = 0.9
     # Long texts contain many words by chance; their scores shrink with length as in BM25
@@ -115,6 +82,16 @@ class LexicalIndex:
 
     def __len__(self) -> int:
         return len(self._ids)
+
+    @property
+    def ids(self) -> npt.NDArray[np.int64]:
+        """The indexed ids, in index order (the order of `scores_all`)."""
+        return self._ids
+
+    @property
+    def dense_word_count(self) -> int:
+        """How many frequent words are also kept as dense 0/1 columns."""
+        return int(self._dense.shape[0])
 
     # -- building ---------------------------------------------------------------------------------
 
@@ -174,11 +151,11 @@ class LexicalIndex:
 
     # -- querying ---------------------------------------------------------------------------------
 
-    def scores_all(self, query: str) -> npt.NDArray[np.float32]:
+    def scores_all(self, query: str | TypedQuery) -> npt.NDArray[np.float32]:
         """Score every indexed text against `query`, in index order, each in [0, 1]."""
         acc = np.zeros(len(self._ids), dtype=np.float32)
         mass = 0.0
-        for word in self._query_terms(query):
+        for word in self._query_terms(TypedQuery.of(query)):
             mass += word.mass
             if len(word.matches) == 1:
                 terms, credit = word.matches[0]
@@ -198,7 +175,7 @@ class LexicalIndex:
                 acc *= self._length_factor / mass
         return acc
 
-    def scores_for(self, query: str, ids: Sequence[int]) -> npt.NDArray[np.float32]:
+    def scores_for(self, query: str | TypedQuery, ids: Sequence[int]) -> npt.NDArray[np.float32]:
         """Return the score of each of `ids` (0 for ids not indexed) against `query`."""
         return self.scores_at(self.scores_all(query), ids)
 
@@ -210,7 +187,7 @@ class LexicalIndex:
         out[known] = scores[positions[known]]
         return out
 
-    def search(self, query: str, *, limit: int) -> list[tuple[int, float]]:
+    def search(self, query: str | TypedQuery, *, limit: int) -> list[tuple[int, float]]:
         """Return up to `limit` (id, score) pairs with a positive score, best first."""
         return self.top(self.scores_all(query), limit=limit)
 
@@ -222,7 +199,7 @@ class LexicalIndex:
         # selection algorithm (argpartition) degrades on ties. A histogram of scores rounded up to
         # 1/_BINS finds the lowest bin that still belongs in the top `limit` in two linear passes.
         # It runs on the texts scoring over half the best score when they are enough: usually a
-        # small share of the corpus (top 10 at 67k questions: 0.19 -> 0.06 ms median).
+        # small share of the corpus.
         best = float(scores.max())
         if best <= 0.0:
             return []
@@ -296,8 +273,11 @@ class LexicalIndex:
         rows = dense[dense >= 0]
         sparse = terms[dense < 0]
         if rows.size == 1 and not sparse.size:
-            return self._dense[rows[0]]
-        holds = self._dense[rows[0]].copy() if rows.size == 1 else np.bitwise_or.reduce(self._dense[rows], axis=0)
+            column: npt.NDArray[np.uint8] = self._dense[rows[0]]
+            return column
+        holds: npt.NDArray[np.uint8] = (
+            self._dense[rows[0]].copy() if rows.size == 1 else np.bitwise_or.reduce(self._dense[rows], axis=0)
+        )
         if sparse.size:
             holds[self._postings(sparse)] = 1
         return holds
@@ -308,14 +288,12 @@ class LexicalIndex:
             return self._docs[self._ptr[t] : self._ptr[t + 1]]
         return np.concatenate([self._docs[self._ptr[t] : self._ptr[t + 1]] for t in terms])
 
-    def _query_terms(self, query: str) -> Iterator[_Word]:
+    def _query_terms(self, query: TypedQuery) -> Iterator[_Word]:
         """Yield how each distinct query word matches the vocabulary."""
-        tokens = tokenize(query)
-        partial = tokens.pop() if tokens and last_word_is_partial(query) else None
-        for token in dict.fromkeys(tokens):
-            yield self._whole_word(token)
-        if partial is not None:
-            yield self._prefix(partial)
+        for word in dict.fromkeys(query.finished_words):
+            yield self._whole_word(word)
+        if query.unfinished_word is not None:
+            yield self._prefix(query.unfinished_word)
 
     def _whole_word(self, token: str) -> _Word:
         term = self._term.get(token)
@@ -332,7 +310,9 @@ class LexicalIndex:
         near = self._typo_neighbours(token)
         if near.size and self.params.typo_weight > 0:
             return self._reading(near, self.params.typo_weight)
-        return _Word((), self._unknown_idf * self.params.unknown_weight)
+        # Query words absent from the corpus still count in the query's mass: a query about something
+        # the corpus never mentions should not score as a perfect match on its other words.
+        return _Word((), self._unknown_idf)
 
     def _reading(self, terms: npt.NDArray[np.int64], weight: float) -> _Word:
         # Weigh an uncertain reading by its most common word, the likeliest one meant.
@@ -346,11 +326,9 @@ class LexicalIndex:
 
     def _prefix(self, prefix: str) -> _Word:
         lo, hi = self._completions(prefix)
-        scale = self.params.prefix_weight
         if lo == hi:
             # Nothing begins this way: it may be a typo of a finished word, or not a word at all.
-            word = self._whole_word(prefix)
-            return _Word(tuple((t, c * scale) for t, c in word.matches), word.mass * scale)
+            return self._whole_word(prefix)
         terms = np.arange(lo, hi, dtype=np.int64)
         if terms.size > self.params.max_expansions:
             cap = self.params.max_expansions
@@ -358,7 +336,7 @@ class LexicalIndex:
         # One IDF for the whole prefix, from how many texts contain any completion (bounded by the
         # corpus size): every completion is an equally valid reading of what is typed so far.
         df = min(int(self._df[terms].sum()), len(self._ids))
-        idf = math.log1p(len(self._ids) / max(df, 1)) * scale
+        idf = math.log1p(len(self._ids) / max(df, 1))
         return _Word(((terms, idf),), idf)
 
     def _typo_neighbours(self, token: str) -> npt.NDArray[np.int64]:

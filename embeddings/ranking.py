@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from embeddings.lexical import LAST_WORD_RE, LexicalIndex, last_word_is_partial, tokenize
+from .lexical import LexicalIndex
+from .typed_query import TypedQuery
 
 
 @dataclass(frozen=True)
@@ -25,11 +26,8 @@ class RankingParams:
     semantic_candidates: int = 50
     # How many best lexical matches join them (their cosine comes from `similarity`).
     lexical_candidates: int = 10
-    # Share of the lexical score in the blend while the last word is unfinished: the embedding
-    # of a half word is unreliable, the prefix match is not.
-    lexical_weight_partial: float = 0.3
-    # Share once the query ends with a space or punctuation: the embedding is now trustworthy.
-    lexical_weight_complete: float = 0.3
+    # Share of the lexical score in the blend.
+    lexical_share: float = 0.3
     # Below this many typed words the query says too little for either signal alone; the lexical
     # share moves by `short_query_shift` (positive: more lexical) per missing word.
     short_query_words: int = 5
@@ -48,9 +46,8 @@ class RankingParams:
     # Pseudo-relevance feedback (Rocchio) without another encoder call: while the query has at
     # most `feedback_max_words` words, every candidate is rescored against the query vector moved
     # towards the stored vectors of the `feedback_docs` best lexical matches,
-    # q' = normalize(q + feedback_weight * mean(their vectors)). A short prefix embeds vaguely;
-    # the texts its words pick out say what such a query is usually about (0 = off). Helped most
-    # in a large corpus (padded covid dev 0.521 -> 0.554), a little on the small ones.
+    # q' = normalise(q + feedback_weight * mean(their vectors)). A short prefix embeds vaguely;
+    # the texts its words pick out say what such a query is usually about (0 = off).
     feedback_weight: float = 0.2
     feedback_docs: int = 1
     feedback_max_words: int = 5
@@ -62,38 +59,32 @@ Similarity = Callable[[Sequence[int]], npt.NDArray[np.floating]]
 Vectors = Callable[[Sequence[int]], npt.NDArray[np.floating]]
 
 
-def lexical_weight(query: str, params: RankingParams = DEFAULT) -> float:
+def lexical_share(query: str | TypedQuery, params: RankingParams = DEFAULT) -> float:
     """Return the lexical share of the blend for `query`, clipped to [0, 1]."""
-    partial = last_word_is_partial(query)
-    weight = params.lexical_weight_partial if partial else params.lexical_weight_complete
-    missing = max(0, params.short_query_words - len(tokenize(query)))
-    return min(1.0, max(0.0, weight + missing * params.short_query_shift))
+    missing = max(0, params.short_query_words - len(TypedQuery.of(query).words))
+    return min(1.0, max(0.0, params.lexical_share + missing * params.short_query_shift))
 
 
-def embedding_text(query: str, lexical: LexicalIndex, params: RankingParams = DEFAULT) -> str:
+def embedding_text(query: str | TypedQuery, lexical: LexicalIndex, params: RankingParams = DEFAULT) -> str:
     """Return the text to embed for `query`: its unfinished last word completed when possible.
 
     Costs no extra encoder call: the completed text is embedded instead of the typed one.
     """
-    if params.complete_min_chars <= 0 or not last_word_is_partial(query):
-        return query
-    match = LAST_WORD_RE.search(query)
-    if match is None:
-        return query
-    typed = tokenize(match.group())
-    if len(typed) != 1:
-        return query
-    if len(typed[0]) < params.complete_min_chars:
+    query = TypedQuery.of(query)
+    if params.complete_min_chars <= 0 or not query.ends_inside_word or len(query.last_word) != 1:
+        return query.text
+    typed = query.last_word[0]
+    before = query.before_last_word
+    if len(typed) < params.complete_min_chars:
         # Too short to complete ("how do i r"): embed the words before it, which an earlier
         # keystroke embedded already (a cache hit); the lexical side still matches the letter.
-        before = query[: match.start()]
-        return before if before.strip() else query
-    completed = lexical.complete(typed[0])
-    return query if completed is None else query[: match.start()] + completed
+        return before if before.strip() else query.text
+    completed = lexical.complete(typed)
+    return query.text if completed is None else before + completed
 
 
 def hybrid_rank(
-    query: str,
+    query: str | TypedQuery,
     *,
     semantic: Sequence[tuple[int, float]],
     similarity: Similarity,
@@ -108,6 +99,7 @@ def hybrid_rank(
     query's cosine with any corpus ids, so lexical-only candidates are scored on both signals.
     `vectors(ids)` returns stored unit vectors, for pseudo-relevance feedback (skipped without it).
     """
+    query = TypedQuery.of(query)
     lexical_all = lexical.scores_all(query)
     # One selection serves both the extra candidates and the feedback texts (a pass over every
     # text's score each, per keystroke).
@@ -121,7 +113,7 @@ def hybrid_rank(
         cosines += [float(c) for c in np.asarray(similarity(extra)).ravel()]
     if not ids:
         return []
-    weight = lexical_weight(query, params)
+    weight = lexical_share(query, params)
     lexical_scores = lexical.scores_at(lexical_all, ids)
     blended = _blend(cosines, lexical_scores, weight)
     if float(blended.max()) < params.min_score:
@@ -142,8 +134,8 @@ def _blend(cosines: Sequence[float], lexical_scores: npt.NDArray[np.float32], we
     return (1.0 - weight) * cos + weight * lexical_scores
 
 
-def _feedback_applies(query: str, params: RankingParams) -> bool:
-    return params.feedback_weight > 0 and params.feedback_docs > 0 and len(tokenize(query)) <= params.feedback_max_words
+def _feedback_applies(query: TypedQuery, params: RankingParams) -> bool:
+    return params.feedback_weight > 0 and params.feedback_docs > 0 and len(query.words) <= params.feedback_max_words
 
 
 def _feedback_cosines(
@@ -166,7 +158,8 @@ def _feedback_cosines(
     q_dot_c = float(np.mean(similarity(feedback)))
     norm = float(np.sqrt(max(1.0 + 2.0 * beta * q_dot_c + beta * beta * float(centroid @ centroid), 1e-12)))
     toward = np.asarray(vectors(ids), dtype=np.float32) @ centroid
-    return ((np.asarray(cosines, dtype=np.float32) + beta * toward) / norm).tolist()
+    moved: list[float] = ((np.asarray(cosines, dtype=np.float32) + beta * toward) / norm).tolist()
+    return moved
 
 
 def semantic_rank(

@@ -91,17 +91,15 @@ class VectorIndex:
             raise IndexMismatchError(f"{len(id_array)} ids for {len(vectors)} vectors.")
         if len(np.unique(id_array)) != len(id_array):
             raise IndexMismatchError("Index ids must be unique.")
+        inner: Any  # faiss's own index classes, which its stubs type only in part
         if len(vectors) > ann_threshold:
             options = hnsw or HNSWOptions()
             # The graph is walked on 8-bit codes (a quarter of the memory each hop reads) and the
             # candidates it finds are rescored exactly on the float vectors kept beside them, so
-            # every cosine returned is exact. Measured on 67k MiniLM vectors against the plain
-            # float graph, 1,000 typed prefixes, one thread: search 0.34 -> 0.22 ms, build
-            # 16.6 -> 11.2 s, recall@10 0.92 either way (README "Speed"). One quantisation range
-            # for all dimensions (`uniform`) rather than one per dimension: unit vectors spread
-            # alike in every dimension, so recall is the same (@10 0.918 / 0.919, @50 0.890 /
-            # 0.888, 2,000 typed prefixes) and each distance decodes faster: build 16.6 -> 14.7 s.
-            uniform = faiss.ScalarQuantizer.QT_8bit_uniform
+            # every cosine returned is exact. One quantisation range for all dimensions
+            # (`uniform`): unit vectors spread alike in every dimension, so recall is that of a
+            # range per dimension, and each distance decodes faster.
+            uniform: Any = faiss.ScalarQuantizer.QT_8bit_uniform  # an enum value its stubs type as the class
             graph = faiss.IndexHNSWSQ(dimension, uniform, options.m, faiss.METRIC_INNER_PRODUCT)
             graph.hnsw.efConstruction = options.ef_construction
             graph.hnsw.efSearch = options.ef_search
@@ -124,6 +122,19 @@ class VectorIndex:
     def count(self) -> int:
         return int(self._index.ntotal)
 
+    @property
+    def ef_search(self) -> int | None:
+        """How many graph nodes a search visits (HNSW kinds), None for exact search."""
+        graph = self._graph()
+        return None if graph is None else int(graph.hnsw.efSearch)
+
+    def _graph(self) -> Any:
+        """The HNSW graph inside the id map (and the refinement, for hnsw-sq8), or None."""
+        if self.kind not in _HNSW_KINDS:
+            return None
+        inner: Any = faiss.downcast_index(self._index.index)
+        return faiss.downcast_index(inner.base_index) if self.kind == HNSW_KIND else inner
+
     def ids(self) -> np.ndarray:
         """All ids in insertion order."""
         return faiss.vector_to_array(self._index.id_map).astype(np.int64)
@@ -144,7 +155,8 @@ class VectorIndex:
         """The stored unit vectors of the given ids, one row each (ids must be in the index)."""
         if not len(ids):
             return np.zeros((0, self.dimension), dtype=np.float32)
-        return self._index.reconstruct_batch(np.asarray(ids, dtype=np.int64))
+        rows: np.ndarray = self._index.reconstruct_batch(np.asarray(ids, dtype=np.int64))
+        return rows
 
     # --- serialisation ---------------------------------------------------------------------
 
@@ -187,9 +199,8 @@ class VectorIndex:
                 f"{source} is corrupt: header says {header['count']} x {header['dimension']}, "
                 f"payload holds {index.count} x {index.dimension}."
             )
-        if ef_search is not None and index.kind in _HNSW_KINDS:
-            inner = faiss.downcast_index(faiss_index.index)
-            graph = faiss.downcast_index(inner.base_index) if index.kind == HNSW_KIND else inner
+        graph = index._graph()
+        if ef_search is not None and graph is not None:
             graph.hnsw.efSearch = ef_search
         return index
 

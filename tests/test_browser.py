@@ -81,7 +81,7 @@ def test_type_choose_with_keyboard_and_read_the_answer(browser: Any, live_server
 
 @pytest.mark.slow
 def test_admin_uploads_a_file_and_watches_the_job_finish(
-    browser: Any, live_server: Any, transactional_db: None, minilm: object, settings: Any, tmp_path: Any
+    browser: Any, live_server: Any, transactional_db: None, minilm: object, settings: Any, tmp_path: Any, configure
 ) -> None:
     from django.contrib.auth.models import User
 
@@ -91,7 +91,7 @@ def test_admin_uploads_a_file_and_watches_the_job_finish(
 
     # The web server queues the job in the database; a real worker process runs it.
     settings.TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default"]}}
-    settings.AUTOCOMPLETE_UPLOAD_DIR = tmp_path / "uploads"
+    configure(UPLOAD_DIR=tmp_path / "uploads")
     User.objects.create_superuser("admin", password="correct horse")
     source = tmp_path / "faq.csv"
     source.write_bytes(faq_csv([*SMALL_FAQ, ("", "orphan answer")]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 
@@ -10,8 +11,10 @@ import pytest
 
 from embeddings.encoders import (
     BUILTIN_SPECS,
+    Encoder,
     EncoderRegistry,
     EncoderUnavailableError,
+    TorchEncoder,
     UnknownEncoderError,
     specs_from_settings,
 )
@@ -42,19 +45,14 @@ def test_encoder_contract(registry: EncoderRegistry, key: str) -> None:
 @pytest.mark.slow
 def test_gist_small_uses_its_own_twelve_layers(registry: EncoderRegistry) -> None:
     ivysaur, gist = registry.get("ivysaur"), registry.get("gist-small")
-    assert ivysaur._model[0].auto_model.config.num_hidden_layers == 6  # type: ignore[attr-defined]
-    assert gist._model[0].auto_model.config.num_hidden_layers == 12  # type: ignore[attr-defined]
+    assert isinstance(ivysaur, TorchEncoder) and isinstance(gist, TorchEncoder)
+    assert ivysaur.model[0].auto_model.config.num_hidden_layers == 6
+    assert gist.model[0].auto_model.config.num_hidden_layers == 12
     assert not np.allclose(ivysaur.encode(["hello"]), gist.encode(["hello"]))
 
 
-def test_minilm_meaning_is_real(minilm: object) -> None:
-    vectors = minilm.encode(
-        [
-            "How do I reset my password?",
-            "I forgot my password",  # type: ignore[attr-defined]
-            "What is the capital of France?",
-        ]
-    )
+def test_minilm_meaning_is_real(minilm: Encoder) -> None:
+    vectors = minilm.encode(["How do I reset my password?", "I forgot my password", "What is the capital of France?"])
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.3
 
 
@@ -93,22 +91,19 @@ def test_unknown_keys() -> None:
         EncoderRegistry(specs).get("minilm")
 
 
-def test_concurrent_first_use_loads_once(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_concurrent_first_use_loads_once(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="embeddings.encoders")
     registry = EncoderRegistry(BUILTIN_SPECS)
-    calls = []
-    original = registry._load
-
-    def counting_load(spec):  # type: ignore[no-untyped-def]
-        calls.append(spec.key)
-        return original(spec)
-
-    monkeypatch.setattr(registry, "_load", counting_load)
-    threads = [threading.Thread(target=registry.get, args=("minilm",)) for _ in range(6)]
+    got: list[Encoder] = []
+    threads = [threading.Thread(target=lambda: got.append(registry.get("minilm"))) for _ in range(6)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert calls == ["minilm"]
+    # The registry logs each load it starts: one line for six concurrent first uses.
+    loads = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Loading encoder")]
+    assert loads == ["Loading encoder minilm (torch backend)"]
+    assert len(got) == 6 and all(encoder is got[0] for encoder in got)
 
 
 @pytest.mark.slow
@@ -116,7 +111,7 @@ def test_onnx_vector_space_names_the_export(random_model_dirs: dict[str, Path], 
     # Stored and cached vectors are reused under `vector_space`: other weights or another export
     # format must never share one, or a re-export would mix two sets of vectors in one index.
     from embeddings.encoders import load_onnx_encoder
-    from embeddings.onnx_runtime import EXPORT_FORMAT, model_fingerprint
+    from embeddings.onnx_export import EXPORT_FORMAT, model_fingerprint
 
     specs = specs_from_settings({key: {"PATH": str(path)} for key, path in random_model_dirs.items()})
     spaces = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Sequence
 from io import StringIO
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 from django.core.management import CommandError, call_command
 
-from autocomplete.evaluation import cut
+from autocomplete.measure.evaluation import cut
 from embeddings.encoders import Encoder
 
 CORPUS = [
@@ -33,7 +34,7 @@ QUERIES = [
 FIELDS = {"hit_at_k", "mrr", "mean_hit_at_k", "keystrokes_to_hit", "no_suggestion"}
 
 
-def write_csv(path: Path, header: list[str], rows: list[tuple[str, ...]]) -> Path:
+def write_csv(path: Path, header: list[str], rows: Sequence[tuple[str, ...]]) -> Path:
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
@@ -68,7 +69,8 @@ def evaluate(files: dict[str, Path], *args: str) -> dict[str, Any]:
     )
     text = out.getvalue()
     assert text.count("\n") == 1, "--json prints exactly one line on stdout"
-    return json.loads(text)
+    report: dict[str, Any] = json.loads(text)
+    return report
 
 
 def test_every_field_is_reported_and_known_answers_are_found(files: dict[str, Path], minilm: Encoder) -> None:

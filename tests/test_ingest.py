@@ -12,30 +12,32 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from autocomplete import indexes
-from autocomplete.encoding import encoder_registry
+from autocomplete import embedding_store
+from autocomplete.builds import KEEP_SUPERSEDED_FILES, remove_orphan_files
+from autocomplete.conf import app_settings
+from autocomplete.encoder_registry import encoder_registry
 from autocomplete.ingest import ingest_parsed, plan_ingest, reindex
 from autocomplete.models import Corpus, IndexBuild, QAPair, StoredEmbedding
 from autocomplete.parsing import parse_qa_file
 from autocomplete.search import suggestions_for
 from embeddings.encoders import Encoder
-from embeddings.index import VectorIndex, set_threads, thread_cap
+from embeddings.vector_index import VectorIndex, set_threads, thread_cap
 
 from .conftest import SMALL_FAQ, faq_csv
 
 pytestmark = pytest.mark.django_db
 
 
-def parsed(pairs: list[tuple[str, str]] = SMALL_FAQ):  # type: ignore[no-untyped-def]
+def parsed(pairs: list[tuple[str, str]] = SMALL_FAQ):
     return parse_qa_file(faq_csv(pairs), filename="faq.csv")
 
 
 def test_reloading_the_same_file_changes_nothing(small_corpus: Corpus) -> None:
-    build = IndexBuild.objects.get(corpus=small_corpus, is_active=True)
+    build = IndexBuild.objects.get(corpus=small_corpus, is_live=True)
     report = ingest_parsed(small_corpus, parsed(), encoder_key="minilm")
     assert (report.added, report.updated, report.unchanged, report.removed) == (0, 0, 10, 0)
     assert report.index_build is None
-    assert IndexBuild.objects.get(corpus=small_corpus, is_active=True) == build
+    assert IndexBuild.objects.get(corpus=small_corpus, is_live=True) == build
 
 
 def test_merge_updates_changed_answers_and_adds_new_questions(small_corpus: Corpus) -> None:
@@ -54,7 +56,7 @@ def test_replace_makes_the_corpus_exactly_the_file(small_corpus: Corpus) -> None
     report = ingest_parsed(small_corpus, parsed(SMALL_FAQ[:4]), mode="replace", encoder_key="minilm")
     assert report.removed == 6
     assert QAPair.objects.filter(corpus=small_corpus).count() == 4
-    assert IndexBuild.objects.get(corpus=small_corpus, is_active=True).vector_count == 4
+    assert IndexBuild.objects.get(corpus=small_corpus, is_live=True).vector_count == 4
 
 
 def test_rows_with_ids_update_the_question_text(db: None, minilm: Encoder) -> None:
@@ -72,7 +74,7 @@ def test_unchanged_questions_are_not_embedded_again(small_corpus: Corpus, monkey
     minilm = encoder_registry().get("minilm")  # the instance ingest uses (settings overrides renew it)
     original = minilm.encode
 
-    def spy(texts, **kwargs):  # type: ignore[no-untyped-def]
+    def spy(texts, **kwargs):
         embedded.extend(texts)
         return original(texts, **kwargs)
 
@@ -80,7 +82,7 @@ def test_unchanged_questions_are_not_embedded_again(small_corpus: Corpus, monkey
     pairs = [*SMALL_FAQ, ("Do you offer refunds?", "Within 30 days.")]
     ingest_parsed(small_corpus, parsed(pairs), encoder_key="minilm")
     assert embedded == ["Do you offer refunds?"]
-    assert StoredEmbedding.objects.filter(encoder=indexes.embedding_key(minilm)).count() == 11
+    assert StoredEmbedding.objects.filter(encoder=embedding_store.embedding_key(minilm)).count() == 11
 
 
 def test_the_index_build_reads_no_vector_back_that_the_ingest_just_computed(db: None, minilm: Encoder) -> None:
@@ -108,7 +110,7 @@ def test_reindex_reads_the_stored_vectors_once(small_corpus: Corpus) -> None:
 def test_a_failed_build_leaves_pairs_and_live_index_intact(
     small_corpus: Corpus, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    live = IndexBuild.objects.get(corpus=small_corpus, is_active=True)
+    live = IndexBuild.objects.get(corpus=small_corpus, is_live=True)
 
     def broken_save(self: VectorIndex, path: Path) -> str:
         raise OSError("disk full")
@@ -117,34 +119,34 @@ def test_a_failed_build_leaves_pairs_and_live_index_intact(
     with pytest.raises(OSError, match="disk full"):
         ingest_parsed(small_corpus, parsed(SMALL_FAQ[:2]), mode="replace", encoder_key="minilm")
     assert QAPair.objects.filter(corpus=small_corpus).count() == 10
-    assert IndexBuild.objects.get(corpus=small_corpus, is_active=True) == live
+    assert IndexBuild.objects.get(corpus=small_corpus, is_live=True) == live
     result = suggestions_for("cancel my plan", corpus="small")
     assert result.suggestions[0].question == "How do I cancel my subscription?"
 
 
 def test_superseded_files_are_pruned_and_orphans_removed(
     small_corpus: Corpus, django_capture_on_commit_callbacks
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     for extra in range(4):
         with django_capture_on_commit_callbacks(execute=True):
             ingest_parsed(small_corpus, parsed([*SMALL_FAQ, (f"Extra question {extra}?", "x")]), encoder_key="minilm")
     builds = IndexBuild.objects.filter(corpus=small_corpus)
-    assert builds.filter(is_active=True).count() == 1
-    assert builds.count() == 1 + indexes.KEEP_SUPERSEDED_FILES
-    files = sorted(p.name for p in indexes.index_dir().iterdir() if p.suffix == ".faiss")
+    assert builds.filter(is_live=True).count() == 1
+    assert builds.count() == 1 + KEEP_SUPERSEDED_FILES
+    files = sorted(p.name for p in app_settings().index_dir.iterdir() if p.suffix == ".faiss")
     assert files == sorted(builds.values_list("file_name", flat=True))
-    assert len(list(indexes.index_dir().glob("*.pickle"))) == len(files)  # each with its lexical index
-    orphan = indexes.index_dir() / ".tmp-crashed.faiss"
+    assert len(list(app_settings().index_dir.glob("*.pickle"))) == len(files)  # each with its lexical index
+    orphan = app_settings().index_dir / ".tmp-crashed.faiss"
     orphan.write_bytes(b"half")
-    assert indexes.remove_orphan_files(min_age_seconds=0) == [".tmp-crashed.faiss"]
-    assert sorted(p.name for p in indexes.index_dir().iterdir() if p.suffix == ".faiss") == files
+    assert remove_orphan_files(min_age_seconds=0) == [".tmp-crashed.faiss"]
+    assert sorted(p.name for p in app_settings().index_dir.iterdir() if p.suffix == ".faiss") == files
 
 
-def test_deleting_a_corpus_deletes_its_index_files(small_corpus: Corpus, django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
-    assert any(indexes.index_dir().iterdir())
+def test_deleting_a_corpus_deletes_its_index_files(small_corpus: Corpus, django_capture_on_commit_callbacks) -> None:
+    assert any(app_settings().index_dir.iterdir())
     with django_capture_on_commit_callbacks(execute=True):
         small_corpus.delete()
-    assert not any(indexes.index_dir().iterdir())
+    assert not any(app_settings().index_dir.iterdir())
 
 
 def test_ingest_command_reports_counts_and_rejected_lines(db: None, minilm: Encoder, tmp_path: Path) -> None:
@@ -184,11 +186,11 @@ def test_ingest_command_errors(db: None, tmp_path: Path) -> None:
 def test_default_encoder_falls_back_openly(
     db: None,
     minilm: Encoder,
-    settings,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
+    configure,
+    tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    settings.AUTOCOMPLETE_DEFAULT_ENCODER = "ivysaur"
+    configure(DEFAULT_ENCODER="ivysaur")
     source = tmp_path / "faq.csv"
     source.write_bytes(faq_csv())
     out = io.StringIO()
@@ -232,7 +234,7 @@ def test_an_ingest_landing_while_another_embeds_is_not_lost_or_duplicated(small_
     assert (report.added, report.unchanged) == (1, 1)
     questions = list(QAPair.objects.filter(corpus=small_corpus).values_list("question", flat=True))
     assert len(questions) == 13 and questions.count(shared[0]) == 1
-    assert IndexBuild.objects.get(corpus=small_corpus, is_active=True).vector_count == 13
+    assert IndexBuild.objects.get(corpus=small_corpus, is_live=True).vector_count == 13
 
 
 def test_a_corpus_created_by_another_ingest_meanwhile_is_used_not_created_twice(db: None, minilm: Encoder) -> None:
@@ -253,7 +255,7 @@ def test_a_corpus_created_by_another_ingest_meanwhile_is_used_not_created_twice(
 
 
 def test_a_build_deletes_vectors_of_earlier_exports_only(small_corpus: Corpus, minilm: Encoder) -> None:
-    current = indexes.embedding_key(minilm)
+    current = embedding_store.embedding_key(minilm)
     backend = f"minilm:{minilm.backend_label}"
     vector = bytes(384 * 4)
     kept_elsewhere = [f"minilm:{'onnx' if minilm.backend_label != 'onnx' else 'torch'}", "ivysaur:" + backend[7:]]
@@ -266,14 +268,14 @@ def test_a_build_deletes_vectors_of_earlier_exports_only(small_corpus: Corpus, m
     assert StoredEmbedding.objects.filter(encoder=current).count() == len(SMALL_FAQ)
 
 
-def test_the_next_chunk_is_encoded_while_one_is_stored(db: None, settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    settings.AUTOCOMPLETE_EMBED_BATCH_SIZE = 1  # 8 texts per encode call: two calls for ten questions
+def test_the_next_chunk_is_encoded_while_one_is_stored(db: None, configure, monkeypatch) -> None:
+    configure(EMBED_BATCH_SIZE=1)  # 8 texts per encode call: two calls for ten questions
     minilm = encoder_registry().get("minilm")
     original_encode = minilm.encode
     second_started = threading.Event()
     calls: list[int] = []
 
-    def encode(texts, **kwargs):  # type: ignore[no-untyped-def]
+    def encode(texts, **kwargs):
         calls.append(len(texts))
         if len(calls) == 2:
             second_started.set()
@@ -282,14 +284,14 @@ def test_the_next_chunk_is_encoded_while_one_is_stored(db: None, settings, monke
     original_store = StoredEmbedding.objects.bulk_create
     overlapped: list[bool] = []
 
-    def store(rows, **kwargs):  # type: ignore[no-untyped-def]
+    def store(rows, **kwargs):
         if not overlapped:
             overlapped.append(second_started.wait(timeout=10))
         return original_store(rows, **kwargs)
 
     monkeypatch.setattr(minilm, "encode", encode)
     monkeypatch.setattr(StoredEmbedding.objects, "bulk_create", store)
-    vectors = indexes.embed_texts(minilm, [question for question, _ in SMALL_FAQ]).vectors
+    vectors = embedding_store.embed_texts(minilm, [question for question, _ in SMALL_FAQ]).vectors
     assert calls == [8, 2]
     assert overlapped == [True]  # the first chunk's rows were written while the second encoded
     # Each row is its own text's vector (int8 vectors move a little with the batch: compare by cosine).
@@ -297,13 +299,13 @@ def test_the_next_chunk_is_encoded_while_one_is_stored(db: None, settings, monke
     assert list(np.argmax(vectors @ alone.T, axis=1)) == list(range(len(SMALL_FAQ)))
 
 
-def test_an_encoder_failing_midway_keeps_what_it_embedded(small_corpus: Corpus, settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    settings.AUTOCOMPLETE_EMBED_BATCH_SIZE = 1
+def test_an_encoder_failing_midway_keeps_what_it_embedded(small_corpus: Corpus, configure, monkeypatch) -> None:
+    configure(EMBED_BATCH_SIZE=1)
     minilm = encoder_registry().get("minilm")
     original_encode = minilm.encode
     calls: list[int] = []
 
-    def encode(texts, **kwargs):  # type: ignore[no-untyped-def]
+    def encode(texts, **kwargs):
         calls.append(len(texts))
         if len(calls) == 2:
             raise RuntimeError("encoder crashed")
@@ -319,13 +321,13 @@ def test_an_encoder_failing_midway_keeps_what_it_embedded(small_corpus: Corpus, 
     assert StoredEmbedding.objects.count() == stored_before + 8
 
 
-def test_the_index_is_built_with_the_callers_thread_cap(db: None, minilm: Encoder, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_the_index_is_built_with_the_callers_thread_cap(db: None, minilm: Encoder, monkeypatch) -> None:
     # The graph is built in another thread, and OpenMP keeps its thread cap per thread: a
     # process capped to one thread per worker must not build on all cores.
     seen: list[int] = []
     build = VectorIndex.build
 
-    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def spy(*args, **kwargs):
         seen.append(thread_cap())
         return build(*args, **kwargs)
 

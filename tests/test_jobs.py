@@ -18,12 +18,13 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
-from autocomplete import indexes, jobs
-from autocomplete.encoding import encoder_registry
+from autocomplete import builds, jobs
+from autocomplete.conf import app_settings
+from autocomplete.encoder_registry import encoder_registry
 from autocomplete.models import Corpus, IndexBuild, IngestJob, QAPair
 from autocomplete.search import suggestions_for
 from autocomplete.uploads import store_upload, upload_dir
-from embeddings.index import VectorIndex
+from embeddings.vector_index import VectorIndex
 
 from .conftest import SMALL_FAQ, faq_csv, start_worker
 
@@ -34,8 +35,8 @@ NEW_PAIRS = [
 
 
 @pytest.fixture(autouse=True)
-def _private_uploads(settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    settings.AUTOCOMPLETE_UPLOAD_DIR = tmp_path / "uploads"
+def _private_uploads(configure, tmp_path: Path) -> None:
+    configure(UPLOAD_DIR=tmp_path / "uploads")
 
 
 def upload_job(corpus: Corpus, pairs: list[tuple[str, str]], *, mode: str = "merge") -> IngestJob:
@@ -63,7 +64,7 @@ def record_flushes(
                 "embed_total": job.embed_total,
                 "indexed": job.rows_indexed,
                 "status": job.status,
-                "percent": jobs.progress_view(job).percent,
+                "percent": jobs.job_progress(job).percent,
             }
         )
         if then:
@@ -74,8 +75,8 @@ def record_flushes(
 
 
 @pytest.mark.django_db
-def test_progress_is_reported_batch_by_batch(small_corpus: Corpus, settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    settings.AUTOCOMPLETE_EMBED_BATCH_SIZE = 2  # 16 texts per encode call
+def test_progress_is_reported_batch_by_batch(small_corpus: Corpus, configure, monkeypatch) -> None:
+    configure(EMBED_BATCH_SIZE=2)  # 16 texts per encode call
     seen = record_flushes(monkeypatch)
     job = jobs.confirm_upload(upload_job(small_corpus, NEW_PAIRS))
     assert job.status == "succeeded", job.error
@@ -85,17 +86,22 @@ def test_progress_is_reported_batch_by_batch(small_corpus: Corpus, settings, mon
     percents = [s["percent"] for s in seen]
     assert percents == sorted(percents) and 0 < percents[0] < 100
     assert (job.rows_parsed, job.rows_embedded, job.rows_indexed, job.index_total) == (40, 40, 50, 50)
-    assert jobs.progress_view(job).percent == 100 and job.report["added"] == 40
+    assert jobs.job_progress(job).percent == 100 and job.report["added"] == 40
     assert job.report["duration_seconds"] > 0 and job.stored_file == ""
     assert list(upload_dir().iterdir()) == []  # the upload is gone once ingested
 
 
 @pytest.mark.django_db
-def test_reuploading_embeds_only_changed_questions(small_corpus: Corpus, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_reuploading_embeds_only_changed_questions(small_corpus: Corpus, monkeypatch) -> None:
     embedded: list[str] = []
     minilm = encoder_registry().get("minilm")  # the instance jobs use (settings changes renew it)
     original = minilm.encode
-    monkeypatch.setattr(minilm, "encode", lambda texts, **kw: (embedded.extend(texts), original(texts, **kw))[1])
+
+    def encode(texts, **kwargs):
+        embedded.extend(texts)
+        return original(texts, **kwargs)
+
+    monkeypatch.setattr(minilm, "encode", encode)
     pairs = [(q, a + " (new)") if n < 3 else (q, a) for n, (q, a) in enumerate(SMALL_FAQ)]
     pairs[5] = ("Is there an app for phones?", SMALL_FAQ[5][1])
     pairs[6] = ("How can I reach support?", SMALL_FAQ[6][1])
@@ -117,15 +123,15 @@ def test_estimate_while_running(db: None) -> None:
         rows_embedded=50,
         embed_total=100,
     )
-    view = jobs.progress_view(job)
+    view = jobs.job_progress(job)
     assert view.percent == 45 and 9.9 < view.elapsed_seconds < 11
     assert view.remaining_seconds is not None and 11 < view.remaining_seconds < 14
 
 
 @pytest.mark.django_db
-def test_cancel_between_batches_leaves_the_corpus_as_it_was(small_corpus: Corpus, settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    settings.AUTOCOMPLETE_EMBED_BATCH_SIZE = 2
-    live = IndexBuild.objects.get(corpus=small_corpus, is_active=True)
+def test_cancel_between_batches_leaves_the_corpus_as_it_was(small_corpus: Corpus, configure, monkeypatch) -> None:
+    configure(EMBED_BATCH_SIZE=2)
+    live = IndexBuild.objects.get(corpus=small_corpus, is_live=True)
 
     def admin_cancels(job: IngestJob) -> None:
         if job.stage == "embedded" and not job.cancel_requested:
@@ -137,12 +143,12 @@ def test_cancel_between_batches_leaves_the_corpus_as_it_was(small_corpus: Corpus
     # The batch in flight when the admin cancelled completes; the job stops before the third.
     assert [s["embedded"] for s in seen if s["stage"] == "embedded"] == [16, 32]
     assert small_corpus.pairs.count() == 10
-    assert IndexBuild.objects.get(corpus=small_corpus, is_active=True) == live
+    assert IndexBuild.objects.get(corpus=small_corpus, is_live=True) == live
     assert list(upload_dir().iterdir()) == []
 
 
 @pytest.mark.django_db
-def test_a_queued_job_cancels_at_once_and_never_runs(small_corpus: Corpus, settings) -> None:  # type: ignore[no-untyped-def]
+def test_a_queued_job_cancels_at_once_and_never_runs(small_corpus: Corpus, settings) -> None:
     settings.TASKS = DATABASE_TASKS  # queued, with no worker running
     job = jobs.confirm_upload(upload_job(small_corpus, NEW_PAIRS))
     assert job.status == "queued" and job.task_id
@@ -155,8 +161,8 @@ def test_a_queued_job_cancels_at_once_and_never_runs(small_corpus: Corpus, setti
 
 
 @pytest.mark.django_db
-def test_a_failed_job_loses_nothing_and_runs_again(small_corpus: Corpus, monkeypatch, admin_client: Client) -> None:  # type: ignore[no-untyped-def]
-    live = IndexBuild.objects.get(corpus=small_corpus, is_active=True)
+def test_a_failed_job_loses_nothing_and_runs_again(small_corpus: Corpus, monkeypatch, admin_client: Client) -> None:
+    live = IndexBuild.objects.get(corpus=small_corpus, is_live=True)
 
     def disk_full(self: VectorIndex, path: Path) -> str:
         raise OSError("No space left on device")
@@ -165,7 +171,7 @@ def test_a_failed_job_loses_nothing_and_runs_again(small_corpus: Corpus, monkeyp
     job = jobs.confirm_upload(upload_job(small_corpus, SMALL_FAQ[:3] + NEW_PAIRS[:2], mode="replace"))
     assert job.status == "failed" and "No space left on device" in job.error and "run the job again" in job.error
     assert small_corpus.pairs.count() == 10
-    assert IndexBuild.objects.get(corpus=small_corpus, is_active=True) == live
+    assert IndexBuild.objects.get(corpus=small_corpus, is_live=True) == live
     assert suggestions_for("cancel my plan", corpus="small").suggestions[0].question.startswith("How do I cancel")
     page = admin_client.get(f"/admin/autocomplete/ingestjob/{job.pk}/").content.decode()
     assert "No space left on device" in page and 'value="rerun"' in page
@@ -180,7 +186,7 @@ def test_a_failed_job_loses_nothing_and_runs_again(small_corpus: Corpus, monkeyp
 @pytest.mark.django_db
 def test_a_running_job_whose_worker_is_gone_shows_as_interrupted(
     small_corpus: Corpus, settings, admin_client: Client
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     gone = subprocess.Popen(["true"])
     gone.wait()
     job = upload_job(small_corpus, NEW_PAIRS)
@@ -197,17 +203,17 @@ def test_a_running_job_whose_worker_is_gone_shows_as_interrupted(
     IngestJob.objects.filter(pk=job.pk).update(status="running", worker_host="elsewhere", heartbeat_at=timezone.now())
     job.refresh_from_db()
     assert jobs.refresh_liveness(job).status == "running"
-    old = timezone.now() - timedelta(seconds=settings.AUTOCOMPLETE_JOB_STALE_SECONDS + 1)
+    old = timezone.now() - timedelta(seconds=app_settings().job_stale_seconds + 1)
     IngestJob.objects.filter(pk=job.pk).update(heartbeat_at=old)
     job.refresh_from_db()
     assert jobs.refresh_liveness(job).status == "interrupted"
 
 
 @pytest.mark.django_db
-def test_stale_files_are_cleaned_up(small_corpus: Corpus, settings) -> None:  # type: ignore[no-untyped-def]
-    live = IndexBuild.objects.get(corpus=small_corpus, is_active=True)
-    crashed = indexes.index_dir() / "small--minilm--deadbeef.faiss"
-    temporary = indexes.index_dir() / ".tmp-abc.faiss"
+def test_stale_files_are_cleaned_up(small_corpus: Corpus, settings) -> None:
+    live = IndexBuild.objects.get(corpus=small_corpus, is_live=True)
+    crashed = app_settings().index_dir / "small--minilm--deadbeef.faiss"
+    temporary = app_settings().index_dir / ".tmp-abc.faiss"
     needed = upload_job(small_corpus, NEW_PAIRS)  # a preview still waiting for confirmation
     forgotten = store_upload(b"question,answer\n")
     two_days_ago = time.time() - 2 * 24 * 3600
@@ -216,7 +222,7 @@ def test_stale_files_are_cleaned_up(small_corpus: Corpus, settings) -> None:  # 
     for path in (crashed, temporary, upload_dir() / forgotten, upload_dir() / needed.stored_file):
         os.utime(path, (two_days_ago, two_days_ago))
     jobs.cleanup_stale_files()
-    assert sorted(p.name for p in indexes.index_dir().iterdir() if p.suffix == ".faiss") == [live.file_name]
+    assert sorted(p.name for p in app_settings().index_dir.iterdir() if p.suffix == ".faiss") == [live.file_name]
     # The preview is older than AUTOCOMPLETE_PREVIEW_TTL_SECONDS? Not by its row: it stays.
     assert sorted(p.name for p in upload_dir().iterdir()) == [needed.stored_file]
     IngestJob.objects.filter(pk=needed.pk).update(created_at=timezone.now() - timedelta(days=2))
@@ -240,7 +246,7 @@ def wait_for(condition: Callable[[], bool], *, timeout: float = 120, process: su
 
 
 def _new_index_file(live: IndexBuild) -> bool:
-    return any(p.suffix == ".faiss" and p.name != live.file_name for p in indexes.index_dir().iterdir())
+    return any(p.suffix == ".faiss" and p.name != live.file_name for p in app_settings().index_dir.iterdir())
 
 
 @pytest.mark.slow
@@ -249,10 +255,10 @@ def _new_index_file(live: IndexBuild) -> bool:
 def test_a_worker_killed_mid_job_loses_nothing_and_the_job_runs_again(
     small_corpus: Corpus,
     settings,
-    moment: str,  # type: ignore[no-untyped-def]
+    moment: str,
 ) -> None:
     settings.TASKS = DATABASE_TASKS
-    live = IndexBuild.objects.get(corpus=small_corpus, is_active=True)
+    live = IndexBuild.objects.get(corpus=small_corpus, is_live=True)
     job = jobs.confirm_upload(upload_job(small_corpus, SMALL_FAQ[:5] + NEW_PAIRS, mode="replace"))
     assert job.status == "queued"
     process = start_worker("--batch", slow=True)
@@ -272,12 +278,12 @@ def test_a_worker_killed_mid_job_loses_nothing_and_the_job_runs_again(
     assert job.status == "running"  # as the dead worker left it...
     assert jobs.refresh_liveness(job).status == "interrupted"  # ...and as the admin sees it
     assert small_corpus.pairs.count() == 10
-    assert IndexBuild.objects.get(corpus=small_corpus, is_active=True) == live
+    assert IndexBuild.objects.get(corpus=small_corpus, is_live=True) == live
     result = suggestions_for("cancel my plan", corpus="small")
     assert result.suggestions[0].question == "How do I cancel my subscription?"
     if moment == "indexing":  # the dead build's file is an orphan, cleaned up once stale
         assert _new_index_file(live)
-        indexes.remove_orphan_files(min_age_seconds=0)
+        builds.remove_orphan_files(min_age_seconds=0)
         assert not _new_index_file(live)
 
     jobs.run_again(job)
@@ -287,7 +293,7 @@ def test_a_worker_killed_mid_job_loses_nothing_and_the_job_runs_again(
     assert job.status == "succeeded", job.error
     assert job.attempts == 2 and job.report["removed"] == 5 and job.report["added"] == 40
     assert small_corpus.pairs.count() == 45
-    assert IndexBuild.objects.get(corpus=small_corpus, is_active=True).vector_count == 45
+    assert IndexBuild.objects.get(corpus=small_corpus, is_live=True).vector_count == 45
     result = suggestions_for("configure widget option 7", corpus="small")
     assert "option number 7" in result.suggestions[0].question
 
@@ -296,10 +302,10 @@ def test_a_worker_killed_mid_job_loses_nothing_and_the_job_runs_again(
 @pytest.mark.django_db(transaction=True)
 def test_queries_are_answered_from_the_old_or_the_new_index_while_a_job_runs(
     small_corpus: Corpus,
-    settings,  # type: ignore[no-untyped-def]
+    configure,
 ) -> None:
-    settings.AUTOCOMPLETE_EMBED_BATCH_SIZE = 2
-    settings.AUTOCOMPLETE_JOB_BATCH_PAUSE_SECONDS = 0.2
+    configure(EMBED_BATCH_SIZE=2)
+    configure(JOB_BATCH_PAUSE_SECONDS=0.2)
     queries = ["reset my password", "widget option 3", "cancel", "how do I configure", "mobile app"]
 
     def answers() -> dict[str, tuple[int, ...]]:
@@ -307,7 +313,12 @@ def test_queries_are_answered_from_the_old_or_the_new_index_while_a_job_runs(
 
     before = answers()
     job = upload_job(small_corpus, NEW_PAIRS)
-    runner = threading.Thread(target=lambda: (jobs.confirm_upload(job), connection.close()))
+
+    def confirm_then_close() -> None:
+        jobs.confirm_upload(job)
+        connection.close()
+
+    runner = threading.Thread(target=confirm_then_close)
     seen: list[tuple[str, tuple[int, ...]]] = []
     errors: list[BaseException] = []
 
@@ -341,11 +352,11 @@ def test_queries_are_answered_from_the_old_or_the_new_index_while_a_job_runs(
 def test_ivysaur_and_gist_small_indexes_side_by_side(
     admin_client: Client,
     settings,
-    random_model_dirs: dict[str, Path],  # type: ignore[no-untyped-def]
+    random_model_dirs: dict[str, Path],
 ) -> None:
     # No hub here: both load from local directories, as in production (AUTOCOMPLETE_*_PATH).
-    settings.AUTOCOMPLETE_ENCODERS = {
-        **settings.AUTOCOMPLETE_ENCODERS,
+    settings.AUTOCOMPLETE["ENCODERS"] = {
+        **settings.AUTOCOMPLETE["ENCODERS"],
         "ivysaur": {"PATH": str(random_model_dirs["ivysaur"])},
         "gist-small": {"PATH": str(random_model_dirs["gist-small"])},
     }
@@ -367,7 +378,7 @@ def test_ivysaur_and_gist_small_indexes_side_by_side(
     assert sorted(b["encoder"] for b in job.report["indexes"]) == ["gist-small", "ivysaur"]
     corpus = Corpus.objects.get(slug="help")
     assert corpus.default_encoder == "ivysaur"
-    assert sorted(IndexBuild.objects.filter(corpus=corpus, is_active=True).values_list("encoder", flat=True)) == [
+    assert sorted(IndexBuild.objects.filter(corpus=corpus, is_live=True).values_list("encoder", flat=True)) == [
         "gist-small",
         "ivysaur",
     ]

@@ -11,7 +11,7 @@ from autocomplete.parsing import Limits, ParseError, parse_qa_file
 LIMITS = Limits(max_rows=100, max_question_length=50, max_answer_length=200)
 
 
-def parse(text: str | bytes, filename: str = "f.csv", **kwargs: object):  # type: ignore[no-untyped-def]
+def parse(text: str | bytes, filename: str = "f.csv", **kwargs: object):
     data = text.encode() if isinstance(text, str) else text
     return parse_qa_file(data, filename=filename, limits=LIMITS, **kwargs)  # type: ignore[arg-type]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -13,9 +14,10 @@ from embeddings.lexical import LexicalIndex
 from embeddings.ranking import (
     DEFAULT,
     RankingParams,
+    Similarity,
     embedding_text,
     hybrid_rank,
-    lexical_weight,
+    lexical_share,
     semantic_rank,
 )
 
@@ -37,7 +39,7 @@ def lexical() -> LexicalIndex:
     return LexicalIndex(list(TEXTS), list(TEXTS.values()))
 
 
-def searcher(query_vector: Sequence[float]) -> tuple[list[tuple[int, float]], object]:
+def searcher(query_vector: Sequence[float] | np.ndarray) -> tuple[list[tuple[int, float]], Similarity]:
     """Mimic a vector index: (all ids by cosine, a similarity callable) for a query vector."""
     q = np.asarray(query_vector, dtype=np.float32)
     q /= np.linalg.norm(q)
@@ -49,13 +51,13 @@ def searcher(query_vector: Sequence[float]) -> tuple[list[tuple[int, float]], ob
     return ranked, similarity
 
 
-def rank(query: str, vector: Sequence[float], lexical: LexicalIndex, **overrides: float) -> list[tuple[int, float]]:
+def rank(query: str, vector: Sequence[float], lexical: LexicalIndex, **overrides: Any) -> list[tuple[int, float]]:
     semantic, similarity = searcher(vector)
     params = replace(DEFAULT, **overrides)
     return hybrid_rank(
         query,
         semantic=semantic[: params.semantic_candidates],
-        similarity=similarity,  # type: ignore[arg-type]
+        similarity=similarity,
         lexical=lexical,
         k=3,
         params=params,
@@ -105,16 +107,12 @@ def test_no_candidates_returns_nothing(lexical: LexicalIndex) -> None:
     assert hybrid_rank("zz", semantic=[], similarity=lambda ids: np.zeros(len(ids)), lexical=lexical, k=5) == []
 
 
-def test_lexical_weight_depends_on_unfinished_word() -> None:
-    params = RankingParams(lexical_weight_partial=0.6, lexical_weight_complete=0.2, short_query_words=0)
-    assert lexical_weight("how do I prot", params) == pytest.approx(0.6)
-    assert lexical_weight("how do I protect ", params) == pytest.approx(0.2)
-
-
-def test_lexical_weight_shifts_for_short_queries_and_stays_in_range() -> None:
-    params = RankingParams(lexical_weight_partial=0.5, short_query_words=3, short_query_shift=0.4)
-    assert lexical_weight("how do I prot", params) == pytest.approx(0.5)
-    assert lexical_weight("pro", params) == pytest.approx(1.0)
+def test_lexical_share_shifts_for_short_queries_and_stays_in_range() -> None:
+    params = RankingParams(lexical_share=0.5, short_query_words=3, short_query_shift=0.4)
+    assert lexical_share("how do I prot", params) == pytest.approx(0.5)
+    assert lexical_share("how do I protect ", params) == pytest.approx(0.5)
+    assert lexical_share("pro", params) == pytest.approx(1.0)
+    assert lexical_share("pro", replace(params, lexical_share=0.0, short_query_shift=-0.4)) == 0.0
 
 
 def test_semantic_rank_is_plain_cosine_without_cut_off(lexical: LexicalIndex) -> None:
@@ -146,7 +144,7 @@ def test_embedding_text_completion_can_be_switched_off(lexical: LexicalIndex) ->
 
 def test_runners_up_need_only_the_follow_score_once_the_best_clears_the_cut_off(lexical: LexicalIndex) -> None:
     # Cosine alone: item 12 (0.95) clears the cut-off, item 13 (0.32) only the follow score.
-    cosine_only = {"lexical_weight_partial": 0.0, "short_query_shift": 0.0, "min_score": 0.5}
+    cosine_only = {"lexical_share": 0.0, "short_query_shift": 0.0, "min_score": 0.5}
     vector = [0.0, 0.0, 0.9, 0.3, 0.0]
     assert [i for i, _ in rank("zzz", vector, lexical, follow_score=0.5, **cosine_only)] == [12]
     assert [i for i, _ in rank("zzz", vector, lexical, follow_score=0.1, **cosine_only)] == [12, 13]
@@ -158,15 +156,17 @@ def stored_vectors(ids: Sequence[int]) -> npt.NDArray[np.float32]:
     return np.stack([VECTORS[i] for i in ids])
 
 
-def feedback_rank(query: str, vector: Sequence[float], lexical: LexicalIndex, **overrides: float) -> dict[int, float]:
+def feedback_rank(
+    query: str, vector: Sequence[float] | np.ndarray, lexical: LexicalIndex, **overrides: Any
+) -> dict[int, float]:
     semantic, similarity = searcher(vector)
     # Cosine alone and no cut-off, so each score is the (moved) query's cosine itself.
-    params = replace(DEFAULT, lexical_weight_partial=0.0, lexical_weight_complete=0.0, short_query_shift=0.0)
+    params = replace(DEFAULT, lexical_share=0.0, short_query_shift=0.0)
     params = replace(params, **{"min_score": 0.0, "follow_score": 0.0, **overrides})
     ranked = hybrid_rank(
         query,
         semantic=semantic,
-        similarity=similarity,  # type: ignore[arg-type]
+        similarity=similarity,
         lexical=lexical,
         k=5,
         params=params,

@@ -9,6 +9,7 @@ import pytest
 from django.core.management import call_command
 
 from autocomplete import search
+from autocomplete.conf import app_settings
 from autocomplete.models import Corpus
 from autocomplete.warmup import warm_up
 from embeddings.encoders import Encoder
@@ -20,7 +21,7 @@ def counting(encoder: Encoder, monkeypatch: pytest.MonkeyPatch) -> list[list[str
     calls: list[list[str]] = []
     original = encoder.encode
 
-    def spy(texts, **kwargs):  # type: ignore[no-untyped-def]
+    def spy(texts, **kwargs):
         calls.append(list(texts))
         return original(texts, **kwargs)
 
@@ -49,8 +50,8 @@ def test_whitespace_variants_share_one_vector(minilm: Encoder, monkeypatch: pyte
         np.testing.assert_allclose(vector, direct[0], atol=1e-6)
 
 
-def test_cache_can_be_turned_off(minilm: Encoder, monkeypatch: pytest.MonkeyPatch, settings) -> None:  # type: ignore[no-untyped-def]
-    settings.AUTOCOMPLETE_QUERY_CACHE = ""
+def test_cache_can_be_turned_off(minilm: Encoder, monkeypatch: pytest.MonkeyPatch, configure) -> None:
+    configure(QUERY_CACHE="")
     calls = counting(minilm, monkeypatch)
     search.embed_query(minilm, "refund policy")
     search.embed_query(minilm, "refund policy")
@@ -58,18 +59,16 @@ def test_cache_can_be_turned_off(minilm: Encoder, monkeypatch: pytest.MonkeyPatc
 
 
 def test_warm_up_loads_every_live_index_before_traffic(small_corpus: Corpus) -> None:
-    search._spaces.clear()
+    search.forget_loaded()
     assert warm_up() >= 0
-    build = small_corpus.index_builds.get(is_active=True)
-    assert build.pk in search._spaces
-    assert len(search._spaces[build.pk]) == 10
+    build = small_corpus.index_builds.get(is_live=True)
+    assert list(search.loaded_spaces()) == [build.pk]
+    assert len(search.loaded_spaces()[build.pk]) == 10
 
 
 def test_warm_up_survives_a_broken_corpus(small_corpus: Corpus, caplog: pytest.LogCaptureFixture) -> None:
-    from autocomplete import indexes
-
-    build = small_corpus.index_builds.get(is_active=True)
-    (indexes.index_dir() / build.file_name).unlink()
+    build = small_corpus.index_builds.get(is_live=True)
+    (app_settings().index_dir / build.file_name).unlink()
     warm_up()
     assert "Warm-up of small/minilm failed" in caplog.text
 

@@ -9,13 +9,14 @@ import faiss
 import numpy as np
 import pytest
 
-from embeddings import index as index_module
-from embeddings.index import IndexFileError, IndexMismatchError, VectorIndex
+from embeddings import vector_index as index_module
+from embeddings.vector_index import IndexFileError, IndexMismatchError, VectorIndex
 
 
 def unit_vectors(n: int, dim: int = 384, seed: int = 0) -> np.ndarray:
     vectors = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    unit: np.ndarray = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    return unit
 
 
 def build(n: int = 50, *, ann_threshold: int = 1000, encoder: str = "minilm") -> tuple[VectorIndex, np.ndarray]:
@@ -140,7 +141,7 @@ def test_large_corpora_get_an_approximate_index_with_good_recall(tmp_path: Path)
     index.save(path)
     loaded = VectorIndex.load(path, ef_search=64)
     assert loaded.kind == "hnsw-sq8"
-    assert faiss.downcast_index(faiss.downcast_index(loaded._index.index).base_index).hnsw.efSearch == 64
+    assert loaded.ef_search == 64
     assert loaded.search(vectors[5], 1)[0][0] == 105
     np.testing.assert_allclose(loaded.similarities(vectors[5], [105]), [1.0], atol=1e-5)
 
@@ -160,5 +161,5 @@ def test_index_files_of_the_earlier_float_graph_still_load(tmp_path: Path) -> No
     VectorIndex(old, encoder="minilm", kind="hnsw").save(path)
     loaded = VectorIndex.load(path, ef_search=32)
     assert loaded.kind == "hnsw"
-    assert faiss.downcast_index(loaded._index.index).hnsw.efSearch == 32
+    assert loaded.ef_search == 32
     assert loaded.search(vectors[7], 1)[0][0] == 107

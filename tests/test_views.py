@@ -5,14 +5,15 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from autocomplete import indexes
-from autocomplete.encoding import encoder_registry
+from autocomplete.catalog import invalidate_catalog
+from autocomplete.conf import app_settings
+from autocomplete.encoder_registry import encoder_registry
 from autocomplete.ingest import ingest_parsed
 from autocomplete.models import Corpus, IndexBuild
 from autocomplete.parsing import parse_qa_file
 from autocomplete.search import SearchSpace, rank
 from embeddings.encoders import EncoderUnavailableError
-from embeddings.index import VectorIndex
+from embeddings.vector_index import VectorIndex
 
 from .conftest import faq_csv
 
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.django_db
 
 
 def test_json_shape_and_relevance(client: Client, small_corpus: Corpus) -> None:
-    response = client.get("/api/suggest", {"q": "how do i cancel my sub", "k": 3})
+    response = client.get("/api/suggest", {"q": "how do i cancel my sub", "k": "3"})
     assert response.status_code == 200
     body = response.json()
     assert set(body) == {"query", "corpus", "encoder", "suggestions", "took_ms"}
@@ -76,15 +77,15 @@ def test_only_get_is_allowed(client: Client, small_corpus: Corpus, method: str) 
     assert "error" in response.json()
 
 
-def test_corpus_is_required_only_when_ambiguous(client: Client, small_corpus: Corpus, settings) -> None:  # type: ignore[no-untyped-def]
+def test_corpus_is_required_only_when_ambiguous(client: Client, small_corpus: Corpus, configure) -> None:
     assert client.get("/api/suggest", {"q": "refund"}).status_code == 200
     other = Corpus.objects.create(name="Other", slug="other", default_encoder="minilm")
     ingest_parsed(other, parse_qa_file(faq_csv(), filename="f.csv"))
-    indexes.invalidate_catalog()
+    invalidate_catalog()
     response = client.get("/api/suggest", {"q": "refund"})
     assert response.status_code == 400
     assert response.json()["error"] == "Name a corpus: one of other, small."
-    settings.AUTOCOMPLETE_DEFAULT_CORPUS = "other"
+    configure(DEFAULT_CORPUS="other")
     assert client.get("/api/suggest", {"q": "refund"}).json()["corpus"] == "other"
 
 
@@ -95,12 +96,12 @@ def test_no_corpus_at_all_is_404(client: Client, db: None) -> None:
 
 
 def test_missing_or_broken_index_is_503(client: Client, small_corpus: Corpus) -> None:
-    build = IndexBuild.objects.get(corpus=small_corpus, is_active=True)
-    (indexes.index_dir() / build.file_name).write_bytes(b"garbage")
+    build = IndexBuild.objects.get(corpus=small_corpus, is_live=True)
+    (app_settings().index_dir / build.file_name).write_bytes(b"garbage")
     response = client.get("/api/suggest", {"q": "password"})
     assert response.status_code == 503
     assert "cannot be loaded" in response.json()["error"]
-    (indexes.index_dir() / build.file_name).unlink()
+    (app_settings().index_dir / build.file_name).unlink()
     assert client.get("/api/suggest", {"q": "password"}).status_code == 503
 
 
@@ -120,7 +121,7 @@ def test_unloadable_encoder_is_503(client: Client, small_corpus: Corpus, monkeyp
     assert (response.status_code, response.json()) == (503, {"error": "weights gone"})
 
 
-def test_identical_question_texts_are_never_suggested_twice(minilm) -> None:  # type: ignore[no-untyped-def]
+def test_identical_question_texts_are_never_suggested_twice(minilm) -> None:
     questions = ["What is a refund?", "what is a refund", "How do refunds work?", "Refund policy?"]
     vectors = minilm.encode(questions)
     index = VectorIndex.build(vectors, [1, 2, 3, 4], encoder="minilm", dimension=384, ann_threshold=100)
@@ -165,14 +166,14 @@ def test_search_page_works_without_javascript(client: Client, small_corpus: Corp
     assert response.status_code == 200
     assert "How do I reset my password?" in html and "Forgot password" in html
     assert 'data-encoder="minilm"' in html
-    assert client.get("/", {"q": "x", "k": 0}).status_code == 400
+    assert client.get("/", {"q": "x", "k": "0"}).status_code == 400
 
 
 def test_page_offers_selectors_when_there_is_a_choice(client: Client, small_corpus: Corpus) -> None:
     assert 'id="corpus"' not in client.get("/").content.decode()
     other = Corpus.objects.create(name="Other", slug="other", default_encoder="minilm")
     ingest_parsed(other, parse_qa_file(faq_csv(), filename="f.csv"))
-    indexes.invalidate_catalog()
+    invalidate_catalog()
     page = client.get("/", {"corpus": "other"}).content.decode()
     assert 'id="corpus"' in page and '<option value="other" selected>' in page
 

@@ -9,9 +9,10 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from autocomplete.benchmark import BenchError, Options, run_bench
+from autocomplete.measure.benchmark import BenchError, Options, run_bench
+from autocomplete.measure.reports import format_bench
 
-DEFAULT_CHART = Path(settings.BASE_DIR) / "static" / "bench" / "latency.png"
+DEFAULT_CHART = Path(settings.BASE_DIR) / "docs" / "latency.png"
 
 
 class Command(BaseCommand):
@@ -58,43 +59,4 @@ class Command(BaseCommand):
         if options["json"]:
             self.stdout.write(json.dumps(report, indent=2))
         else:
-            self.stdout.write(format_report(report))
-
-
-def format_report(report: dict[str, Any]) -> str:
-    """The figures as a Markdown table: ours, baseline, ratio, target met."""
-    ours, base, ratio, met = report["ours"], report["baseline"], report["ratios"], report["targets"]
-
-    def run(figures: dict[str, Any], concurrency: int) -> dict[str, Any]:
-        return next((r for r in figures["runs"] if r["concurrency"] == concurrency), figures["runs"][-1])
-
-    one, one_base = run(ours, 1), run(base, 1)
-    top, top_base = ours["runs"][-1], base["runs"][-1]
-    c = top["concurrency"]
-    lines = [
-        f"encoder: {report['encoder']}; corpus: {report['corpus_size']} questions; {report['seconds']} s per run; "
-        f"{report['cores']} cores",
-        "| figure | ours | baseline | ratio | target met |",
-        "|---|---|---|---|---|",
-        f"| p50 ms, one typist | {one['p50_ms']} | {one_base['p50_ms']} | {ratio['p50_ms']} | {met['p50']} |",
-        f"| p95 ms, one typist | {one['p95_ms']} | {one_base['p95_ms']} | {ratio['p95_ms']} | |",
-        f"| p99 ms, one typist | {one['p99_ms']} | {one_base['p99_ms']} | {ratio['p99_ms']} | {met['p99']} |",
-        f"| requests/s, one typist | {one['requests_per_second']} | {one_base['requests_per_second']} | | |",
-        f"| requests/s at {c} typists | {top['requests_per_second']} | {top_base['requests_per_second']} "
-        f"| {ratio['requests_per_second']} | {met['rps_at_8']} |",
-        f"| p50 / p99 ms at {c} typists | {top['p50_ms']} / {top['p99_ms']} | {top_base['p50_ms']} / "
-        f"{top_base['p99_ms']} | | |",
-        f"| errors (all runs) | {sum(r['errors'] for r in ours['runs'])} | "
-        f"{sum(r['errors'] for r in base['runs'])} | | |",
-        f"| ingest pairs/s | {ours['ingest']['pairs_per_second']} | {base['ingest']['pairs_per_second']} "
-        f"(first {report['baseline_ingest_sample']}) | {ratio['ingest_pairs_per_second']} | {met['ingest']} |",
-        f"| cold start s | {ours['cold_start_s']} | {base['cold_start_s']} | {ratio['cold_start_s']} "
-        f"| {met['cold_start']} |",
-        f"| RSS MB per worker (Pss) | {ours['memory']['rss_mb_per_worker']} ({ours['memory']['pss_mb_per_worker']}) "
-        f"| {base['memory']['rss_mb_per_worker']} ({base['memory']['pss_mb_per_worker']}) "
-        f"| {ratio['rss_mb_per_worker']} | {met['memory']} |",
-        f"| workers | {ours['memory']['workers']} | {base['memory']['workers']} | | |",
-    ]
-    if report.get("chart"):
-        lines.append(f"chart: {report['chart']}")
-    return "\n".join(lines)
+            self.stdout.write(format_bench(report))

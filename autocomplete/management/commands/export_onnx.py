@@ -7,8 +7,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from autocomplete.encoding import encoder_registry
-from autocomplete.indexes import catalog
+from autocomplete.catalog import catalog
+from autocomplete.encoder_registry import encoder_registry
 from embeddings.encoders import EncoderError
 
 

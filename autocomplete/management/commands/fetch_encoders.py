@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from autocomplete.encoding import encoder_registry
+from autocomplete.encoder_registry import encoder_registry
 
 
 class Command(BaseCommand):

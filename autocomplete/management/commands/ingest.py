@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.text import slugify
 
+from autocomplete.conf import app_settings
 from autocomplete.ingest import ingest_parsed
 from autocomplete.models import Corpus
 from autocomplete.parsing import FORMATS, ParseError, parse_qa_file
@@ -43,7 +43,7 @@ class Command(BaseCommand):
         created = corpus is None
         if corpus is None:
             corpus = Corpus(slug=slug, name=options["name"] or slug.replace("-", " ").capitalize())
-            corpus.default_encoder = options["encoder"] or settings.AUTOCOMPLETE_DEFAULT_ENCODER
+            corpus.default_encoder = options["encoder"] or app_settings().default_encoder
         try:
             if created:
                 corpus.save()

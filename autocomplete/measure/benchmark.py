@@ -31,8 +31,9 @@ from typing import Any
 
 from django.conf import settings
 
+from ..conf import app_settings
+from ..models import normalise_question
 from .loadtest import replay, replay_paired, suggest_path, typing_prefixes
-from .models import normalise_question
 
 CORPUS_SLUG = "bench"
 CORPUS_FILES = ("medquad", "nq-open", "insuranceqa-dupes", "stackfaq", "deepset-covid")
@@ -50,7 +51,7 @@ import django
 django.setup()
 from django.core.management import call_command
 call_command("migrate", verbosity=0)
-from autocomplete.benchmark import timed_ingest
+from autocomplete.measure.benchmark import timed_ingest
 print(json.dumps(timed_ingest(sys.argv[1], encoder=sys.argv[2], slug=sys.argv[3])))
 """
 
@@ -84,10 +85,10 @@ def corpus_rows(data_dir: Path, limit: int | None = None) -> list[tuple[str, str
             for record in csv.DictReader(handle):
                 question = record["question"].strip()
                 key = normalise_question(question)
-                if not question or key in seen or len(question) > settings.AUTOCOMPLETE_MAX_QUESTION_LENGTH:
+                if not question or key in seen or len(question) > app_settings().max_question_length:
                     continue
                 seen.add(key)
-                answer = (record.get("answer") or "").strip()[: settings.AUTOCOMPLETE_MAX_ANSWER_LENGTH]
+                answer = (record.get("answer") or "").strip()[: app_settings().max_answer_length]
                 rows.append((question, answer or NO_ANSWER))
                 if limit is not None and len(rows) >= limit:
                     return rows
@@ -114,10 +115,10 @@ def write_corpus_csv(rows: Sequence[tuple[str, str]], path: Path) -> None:
 
 def timed_ingest(csv_path: str, *, encoder: str, slug: str) -> dict[str, float]:
     """Ingest a CSV into a new corpus (in this process's database); pairs/s excludes model loading."""
-    from .encoding import encoder_registry
-    from .ingest import ingest_parsed
-    from .models import Corpus
-    from .parsing import parse_qa_file
+    from ..encoder_registry import encoder_registry
+    from ..ingest import ingest_parsed
+    from ..models import Corpus
+    from ..parsing import parse_qa_file
 
     started = time.perf_counter()
     encoder_registry().get(encoder)
@@ -143,7 +144,7 @@ def stack_env(var_dir: Path, *, encoder: str, **overrides: str) -> dict[str, str
     Only the encoders' weight locations (AUTOCOMPLETE_<KEY>_PATH) are kept from this process's
     AUTOCOMPLETE_ settings: where the weights are is not part of what is measured.
     """
-    from .encoding import encoder_registry
+    from ..encoder_registry import encoder_registry
 
     registry = encoder_registry()
     weights = {registry.spec(key).env_var for key in registry.keys}
@@ -160,7 +161,7 @@ def stack_env(var_dir: Path, *, encoder: str, **overrides: str) -> dict[str, str
         "AUTOCOMPLETE_INDEX_DIR": str(var_dir / "indexes"),
         "AUTOCOMPLETE_UPLOAD_DIR": str(var_dir / "uploads"),
         # The exported model is shared: it is a cache of the weights, not data.
-        "AUTOCOMPLETE_ONNX_DIR": str(settings.AUTOCOMPLETE_ONNX_DIR),
+        "AUTOCOMPLETE_ONNX_DIR": str(app_settings().onnx_dir),
         "AUTOCOMPLETE_DEFAULT_ENCODER": encoder,
         "AUTOCOMPLETE_DEFAULT_CORPUS": CORPUS_SLUG,
         "HF_HUB_OFFLINE": "1",
@@ -179,7 +180,8 @@ def ingest_into(var_dir: Path, csv_path: Path, env: dict[str, str]) -> dict[str,
     var_dir.mkdir(parents=True, exist_ok=True)
     encoder = env["AUTOCOMPLETE_DEFAULT_ENCODER"]
     output = _run([sys.executable, "-c", _INGEST_SCRIPT, str(csv_path), encoder, CORPUS_SLUG], env)
-    return json.loads(output.strip().splitlines()[-1])
+    figures: dict[str, float] = json.loads(output.strip().splitlines()[-1])
+    return figures
 
 
 def copy_database(source: Path, target: Path) -> None:
@@ -241,7 +243,8 @@ def running_server(env: dict[str, str], log: Path, *, timeout: float = 180) -> I
 
 def worker_memory(master_pid: int) -> dict[str, float]:
     """Resident (VmRSS) and proportional (Pss) memory of the master's worker processes, largest worker."""
-    rss, pss = [], []
+    rss: list[float] = []
+    pss: list[float] = []
     for status in Path("/proc").glob("[0-9]*/status"):
         try:
             fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
@@ -273,7 +276,7 @@ def measure_stacks(
         servers = {name: stack.enter_context(running_server(env, log)) for name, (env, log) in stacks.items()}
         # Twice the window: it is shared between the servers.
         single = replay_paired(paths, ports=[s.port for s in servers.values()], seconds=options.seconds * len(servers))
-        figures = {
+        figures: dict[str, dict[str, Any]] = {
             name: {"cold_start_s": server.cold_start_s, "runs": [result.summary()]}
             for (name, server), result in zip(servers.items(), single, strict=True)
         }
@@ -336,7 +339,8 @@ def run_bench(options: Options, *, progress: Any = None) -> dict[str, Any]:
         baseline |= served["baseline"]
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    report = {
+    figure_ratios = ratios(ours, baseline)
+    report: dict[str, Any] = {
         "encoder": options.encoder,
         "corpus_size": len(rows),
         "baseline_ingest_sample": sample,
@@ -346,9 +350,9 @@ def run_bench(options: Options, *, progress: Any = None) -> dict[str, Any]:
         "cores": os.cpu_count(),
         "ours": ours,
         "baseline": baseline,
+        "ratios": figure_ratios,
+        "targets": targets(ours, figure_ratios),
     }
-    report["ratios"] = ratios(ours, baseline)
-    report["targets"] = targets(ours, report["ratios"])
     if options.chart:
         write_chart(report, options.chart)
         report["chart"] = str(options.chart)
@@ -359,7 +363,7 @@ def _check_encoder(key: str) -> None:
     """Refuse at once, with the fix, an encoder that cannot load here (not after minutes of setup)."""
     from embeddings.encoders import EncoderError
 
-    from .encoding import unavailable_reason
+    from ..encoder_registry import unavailable_reason
 
     try:
         reason = unavailable_reason(key)
@@ -369,9 +373,10 @@ def _check_encoder(key: str) -> None:
         raise BenchError(reason)
 
 
-def _run_at(figures: dict[str, Any], concurrency: int) -> dict[str, Any]:
-    runs = [run for run in figures["runs"] if run["concurrency"] == concurrency]
-    return runs[0] if runs else figures["runs"][-1]
+def run_at(figures: dict[str, Any], concurrency: int) -> dict[str, Any]:
+    """The run at `concurrency`, else the last one."""
+    runs: list[dict[str, Any]] = figures["runs"]
+    return next((run for run in runs if run["concurrency"] == concurrency), runs[-1])
 
 
 def ratios(ours: dict[str, Any], baseline: dict[str, Any]) -> dict[str, float | None]:
@@ -380,7 +385,7 @@ def ratios(ours: dict[str, Any], baseline: dict[str, Any]) -> dict[str, float | 
     def ratio(mine: float, theirs: float) -> float | None:
         return round(mine / theirs, 3) if theirs else None
 
-    single, single_base = _run_at(ours, 1), _run_at(baseline, 1)
+    single, single_base = run_at(ours, 1), run_at(baseline, 1)
     loaded, loaded_base = ours["runs"][-1], baseline["runs"][-1]
     return {
         "p50_ms": ratio(single["p50_ms"], single_base["p50_ms"]),
@@ -395,7 +400,7 @@ def ratios(ours: dict[str, Any], baseline: dict[str, Any]) -> dict[str, float | 
 
 def targets(ours: dict[str, Any], ratio: dict[str, float | None]) -> dict[str, bool]:
     """The issue's targets, met or not, by this run's figures."""
-    single, loaded = _run_at(ours, 1), _run_at(ours, 8)
+    single, loaded = run_at(ours, 1), run_at(ours, 8)
     return {
         "p50": single["p50_ms"] <= TARGETS["p50_ms"] and (ratio["p50_ms"] or 1.0) <= TARGETS["p50_ratio"],
         "p99": single["p99_ms"] <= TARGETS["p99_ms"],
@@ -418,7 +423,7 @@ def write_chart(report: dict[str, Any], path: Path) -> None:
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     width = 0.38
     for offset, (name, label) in enumerate((("ours", "ours (ONNX int8, HNSW)"), ("baseline", "naive baseline"))):
-        single = _run_at(report[name], 1)
+        single = run_at(report[name], 1)
         values = [single["p50_ms"], single["p95_ms"], single["p99_ms"]]
         left.bar([i + offset * width for i in range(3)], values, width, label=label)
         runs = report[name]["runs"]

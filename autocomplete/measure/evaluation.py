@@ -11,23 +11,24 @@ import hashlib
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from django.conf import settings
 
 from embeddings.encoders import Encoder
-from embeddings.index import VectorIndex
 from embeddings.ranking import DEFAULT as DEFAULT_RANKING
+from embeddings.vector_index import VectorIndex, set_threads
 
-from .indexes import hnsw_options
-from .search import METHODS, SearchSpace, embed_query, encode_queries, rank
+from ..conf import app_settings
+from ..search import METHODS, SearchSpace, embed_query, encode_queries, rank
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_FRACTIONS = (0.25, 0.5, 0.75, 1.0)
+LEXICAL_BASELINE = "prefix-aware IDF keyword matching (embeddings/lexical.py), no vectors"
 
 
 class EvaluationDataError(ValueError):
@@ -93,7 +94,8 @@ def corpus_vectors(encoder: Encoder, questions: Sequence[str], *, cache_dir: Pat
     space = encoder.vector_space.replace("/", "-")
     path = cache_dir / f"{encoder.spec.key}-{space}-{digest}.npy" if cache_dir else None
     if path is not None and path.is_file():
-        return np.load(path)
+        cached: np.ndarray = np.load(path)
+        return cached
     started = time.perf_counter()
     vectors = encoder.encode(list(questions), batch_size=128)
     logger.info("Embedded %d questions in %.1f s", len(questions), time.perf_counter() - started)
@@ -111,8 +113,8 @@ def build_space(encoder: Encoder, corpus: EvalCorpus, *, cache_dir: Path | None)
         ids,
         encoder=encoder.spec.key,
         dimension=encoder.spec.dimension,
-        ann_threshold=settings.AUTOCOMPLETE_ANN_THRESHOLD,
-        hnsw=hnsw_options(),
+        ann_threshold=app_settings().ann_threshold,
+        hnsw=app_settings().hnsw,
     )
     return SearchSpace(index, zip(ids, corpus.questions, corpus.answers, [""] * len(ids), strict=True))
 
@@ -205,8 +207,7 @@ def blend_ceiling(
     grid = [
         replace(
             DEFAULT_RANKING,
-            lexical_weight_partial=weight,
-            lexical_weight_complete=weight,
+            lexical_share=weight,
             short_query_shift=0.0,
             min_score=0.0,
             follow_score=0.0,
@@ -225,7 +226,7 @@ def blend_ceiling(
     return {"weights": list(weights), "hit_at_k": hit_at_k, "mean_hit_at_k": _mean(hit_at_k)}
 
 
-def _shares(counts: dict[float, float], n: int) -> dict[str, float]:
+def _shares(counts: Mapping[float, float], n: int) -> dict[str, float]:
     """Each fraction's count over `n` queries, keyed as the JSON report keys it ("0.25")."""
     return {str(fraction): round(count / max(1, n), 4) for fraction, count in counts.items()}
 
@@ -306,4 +307,56 @@ def stderr_progress(label: str) -> Callable[[int, int], None]:
         if done == total or done % max(1, total // 10) == 0:
             print(f"{label}: {done}/{total} queries", file=sys.stderr, flush=True)
 
+    return report
+
+
+@dataclass(frozen=True)
+class EvaluationRequest:
+    """What `manage.py evaluate` was asked to measure."""
+
+    encoder_key: str
+    k: int
+    fractions: Sequence[float]
+    baselines: bool = False
+    offtopic: Sequence[str] | None = None
+    blend_ceiling: bool = False
+    latency: bool = False
+
+
+def evaluation_report(
+    space: SearchSpace, encoder: Encoder, corpus: EvalCorpus, queries: Sequence[EvalQuery], request: EvaluationRequest
+) -> dict[str, Any]:
+    """Every figure asked for, as the JSON report: the served ranking's at the top level."""
+    k, fractions = request.k, request.fractions
+    methods = ["hybrid", "semantic", "lexical"] if request.baselines else ["hybrid"]
+    results = {
+        method: evaluate(
+            space, encoder, queries, k=k, fractions=fractions, method=method, progress=stderr_progress(method)
+        )
+        for method in methods
+    }
+    report: dict[str, Any] = {
+        "encoder": request.encoder_key,
+        "k": k,
+        "n_queries": len(queries),
+        "n_corpus": len(corpus.questions),
+        **results["hybrid"],
+    }
+    if request.baselines:
+        report["baselines"] = {"semantic": results["semantic"], "lexical": results["lexical"]}
+        report["lexical_baseline"] = LEXICAL_BASELINE
+    if request.offtopic is not None:
+        report["offtopic"] = {
+            "n_queries": len(request.offtopic),
+            "no_suggestion": offtopic_silence(space, encoder, request.offtopic, k=k, fractions=fractions),
+        }
+    if request.blend_ceiling:
+        print("blend ceiling: ranking every prefix at each lexical share ...", file=sys.stderr, flush=True)
+        report["blend_ceiling"] = blend_ceiling(space, encoder, queries, k=k, fractions=fractions)
+    if request.latency:
+        print("timing hybrid and semantic ranking ...", file=sys.stderr, flush=True)
+        # Timed as a serving worker runs (autocomplete/warmup.py): faiss on the configured
+        # threads, one by default; idle OpenMP threads would otherwise blur the comparison.
+        set_threads(app_settings().encoder_threads or 1)
+        report["latency"] = added_latency(space, encoder, queries, k=k, fractions=fractions)
     return report

@@ -1,7 +1,7 @@
-"""Export sentence-transformers encoders to ONNX offline, and encode with onnxruntime at query time.
+"""Offline export of sentence-transformers encoders to ONNX: fused, optionally int8, verified against torch.
 
-Importing this module does not import torch: only `export_onnx` needs it (imported lazily), so a web
-worker that serves queries from an existing export stays at about 100 MB RSS.
+torch, sentence-transformers and onnx are imported only while an export runs, so finding an export
+current costs a fingerprint, not a torch import.
 """
 
 from __future__ import annotations
@@ -16,47 +16,45 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import numpy.typing as npt
 import onnxruntime as ort
-from tokenizers import Encoding, Tokenizer
+
+from .onnx_session import (
+    MANIFEST_FILENAME,
+    MAX_POSITIONS,
+    OnnxEncoderSession,
+    OnnxExportError,
+    read_manifest,
+)
 
 if TYPE_CHECKING:
     import torch
     from sentence_transformers import SentenceTransformer
 
 __all__ = [
+    "EXPORT_FORMAT",
     "FP32_FILENAME",
     "INT8_FILENAME",
-    "MANIFEST_FILENAME",
     "TOKENIZER_FILENAME",
-    "OnnxEncoderSession",
     "OnnxExportError",
     "export_onnx",
     "model_fingerprint",
-    "read_manifest",
-    "session_options",
 ]
 
 logger = logging.getLogger(__name__)
 
 # Bump when the exported graph or the manifest changes meaning, so old exports are redone.
 # 2: eager attention, TorchScript exporter first, onnxruntime's transformer fusions before quantizing.
-# 3: residual adds and layer norms left apart (no SkipLayerNormalization, see _SLOW_FUSIONS).
+# 3: residual adds and layer norms left apart (no SkipLayerNormalization, see onnx_session._SLOW_FUSIONS).
 # 4: GELU by its tanh approximation (FastGelu), see _fuse.
 EXPORT_FORMAT = 4
-MANIFEST_FILENAME = "manifest.json"
 FP32_FILENAME = "model.onnx"
 INT8_FILENAME = "model_int8.onnx"
 TOKENIZER_FILENAME = "tokenizer.json"
 SUPPORTED_POOLING = ("mean", "cls")
-# BERT-style position embeddings stop at 512; the graph's sequence axis is declared up to this.
-MAX_POSITIONS = 512
 # Folders other backends write into a model directory: not part of the source model's identity.
 _FINGERPRINT_SKIP_DIRS = frozenset({"onnx", "openvino", ".git", "__pycache__"})
 _FINGERPRINT_SKIP_FILES = frozenset({"README.md", ".gitattributes"})
@@ -71,29 +69,12 @@ _VERIFY_PROBES = (
     " ".join(["The quick brown fox jumps over the lazy dog near the riverbank."] * 40),
 )
 
-Float32Array = npt.NDArray[np.float32]
-
-# onnxruntime 1.31's CPU SkipLayerNormalization kernel (residual add + layer norm in one) is about
-# 5x slower than the Add and LayerNormalization it replaces: 5.3 against 1.0 ns per element on a
-# (32, 14, 384) batch, one thread, and it took a fifth of the int8 encoder's time. The export does
-# not fuse it, and sessions are told not to fuse it when they load the graph either.
-_SLOW_FUSIONS = ("SkipLayerNormFusion",)
-
-
-class OnnxExportError(RuntimeError):
-    """The model cannot be exported, or its export does not match the torch model."""
-
-
-# --------------------------------------------------------------------------------------------
-# Export (offline; needs torch, sentence-transformers, onnx, onnxscript)
-# --------------------------------------------------------------------------------------------
-
 
 def model_fingerprint(model_dir: Path) -> str:
     """SHA-256 over the relative paths and contents of the model's files (weights included).
 
     Content rather than mtimes, so a reinstall of identical weights does not force a re-export;
-    hashing the 90 MB MiniLM weights costs about 0.1 s.
+    reading the weights at start-up is cheap beside an export redone for nothing.
     """
     model_dir = Path(model_dir)
     digest = hashlib.sha256()
@@ -110,15 +91,6 @@ def _fingerprint_files(model_dir: Path) -> list[Path]:
         dirs[:] = sorted(d for d in dirs if d not in _FINGERPRINT_SKIP_DIRS)
         found.extend(Path(root) / f for f in sorted(files) if f not in _FINGERPRINT_SKIP_FILES)
     return found
-
-
-def read_manifest(out_dir: Path) -> dict[str, Any] | None:
-    """The manifest of a finished export in `out_dir`, or None when there is none (or it is unreadable)."""
-    try:
-        data = json.loads((Path(out_dir) / MANIFEST_FILENAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _export_is_current(out_dir: Path, fingerprint: str, *, quantize: bool) -> bool:
@@ -220,7 +192,7 @@ def _build_export(model_dir: Path, staging: Path, *, quantize: bool) -> dict[str
     if quantize:
         onnx_path = staging / INT8_FILENAME
         _quantize(fp32_path, onnx_path)
-        # Serving only needs the int8 graph; keeping the fp32 one would add ~4x its size on disk.
+        # Serving only needs the int8 graph; the fp32 one, several times its size, is not kept.
         fp32_path.unlink()
     quantized = time.perf_counter()
     max_seq_length = min(int(model.max_seq_length or MAX_POSITIONS), MAX_POSITIONS)
@@ -265,10 +237,9 @@ def _load_for_export(model_dir: Path) -> SentenceTransformer:
 def _fuse(path: Path, model: SentenceTransformer) -> dict[str, int]:
     """Fuse attention, embedding layer norm and GELU with onnxruntime's transformer optimizer, in place.
 
-    Fewer, larger kernels: measured 13-16 % less time per query (int8, one thread, 1,500 typed
-    prefixes, interleaved) on all-MiniLM-L6-v2; leaving the residual layer norms unfused (format 3)
-    took 4 % off again (2.35 -> 2.26 ms median). Returns the fused operator counts ({} when the
-    graph is not a BERT the optimizer recognises; the unfused graph is kept and still correct).
+    Fewer, larger kernels make each query cheaper; the residual layer norms stay unfused because
+    that fused kernel is the slow one. Returns the fused operator counts ({} when the graph is not
+    a BERT the optimizer recognises; the unfused graph is kept and still correct).
     """
     from onnxruntime.transformers import optimizer
     from onnxruntime.transformers.fusion_options import FusionOptions
@@ -277,13 +248,12 @@ def _fuse(path: Path, model: SentenceTransformer) -> dict[str, int]:
     if getattr(config, "model_type", None) != "bert":
         return {}
     options = FusionOptions("bert")
-    # See _SLOW_FUSIONS: the fused residual + layer norm kernel is the slow one.
+    # See onnx_session._SLOW_FUSIONS: the fused residual + layer norm kernel is the slow one.
     options.enable_skip_layer_norm = False
     options.enable_bias_skip_layer_norm = False
     # Bias + GELU as onnxruntime's FastGelu (the tanh approximation BERT's own code once used)
-    # instead of the erf kernel BiasGelu: bulk encoding 1.08x the texts/s, one query 4 % faster
-    # (six interleaved rounds each); int8 mean hit@5 covid 0.671 -> 0.668, stackfaq 0.801 ->
-    # 0.802 against torch's 0.669 / 0.802 (README "Speed").
+    # instead of the erf kernel BiasGelu: its kernel is faster, and retrieval quality stays that
+    # of torch's exact GELU.
     options.enable_gelu_approximation = True
     try:
         with contextlib.redirect_stdout(sys.stderr):
@@ -376,7 +346,7 @@ def _torch_export(model: SentenceTransformer, pooling: str, input_names: tuple[s
     """Export with the TorchScript exporter, falling back to the dynamo one; return which worked.
 
     TorchScript first: its graph is the one onnxruntime's transformer optimizer fuses (`_fuse`);
-    the dynamo graph serves correctly but measured 5-8 % slower per query after fusion.
+    the dynamo graph serves correctly but is slower per query after fusion.
     """
     import torch
 
@@ -437,7 +407,8 @@ def _quantize(fp32_path: Path, int8_path: Path) -> None:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    # per_channel: per-tensor weight scales cost ~0.04 cosine on MiniLM (0.93-0.96 vs 0.99).
+    # per_channel: one scale per weight tensor is too coarse, and moves embeddings further from
+    # torch's than the int8 verification floor allows.
     # DefaultTensorType: the fused operators (com.microsoft domain) are unknown to ONNX shape
     # inference, so their outputs' types are stated (float) rather than inferred.
     quantize_dynamic(
@@ -483,183 +454,3 @@ def _versions() -> dict[str, str]:
         "onnx": onnx.__version__,
         "onnxruntime": ort.__version__,
     }
-
-
-# --------------------------------------------------------------------------------------------
-# Inference (query time; onnxruntime + tokenizers only)
-# --------------------------------------------------------------------------------------------
-
-
-class OnnxEncoderSession:
-    """Thread-safe text -> unit-norm float32 embeddings with onnxruntime on the CPU.
-
-    `threads` is how many cores one call may use. A long `encode` deals its batches out to that
-    many single-threaded inference sessions running side by side, rather than splitting each
-    batch's operators over threads: on 2 cores and the same graph, 1,354 against 1,080 texts/s
-    (12,000 questions in calls of 512, interleaved), since one short batch leaves little to split
-    and every operator waits for both threads. Each session holds its own copy of the weights
-    (about 25 MB int8).
-    """
-
-    def __init__(self, onnx_path: Path, tokenizer_path: Path, *, max_length: int = 256, threads: int = 1) -> None:
-        if not 1 <= max_length <= MAX_POSITIONS:
-            raise ValueError(f"max_length must be in 1..{MAX_POSITIONS}, got {max_length}")
-        if threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
-        self._max_length = max_length
-        self._tokenizer = _load_tokenizer(Path(tokenizer_path), max_length)
-        self._pad_id = _pad_id(self._tokenizer)
-        self._sessions = [_inference_session(Path(onnx_path)) for _ in range(threads)]
-        self._input_names = tuple(node.name for node in self._sessions[0].get_inputs())
-        self._output_name = self._sessions[0].get_outputs()[0].name
-        self._dimension = self._probe_dimension()
-
-    @classmethod
-    def from_export_dir(cls, out_dir: Path, *, threads: int = 1) -> OnnxEncoderSession:
-        """Open the export `export_onnx` wrote to `out_dir`, with its recorded max_seq_length."""
-        manifest = read_manifest(Path(out_dir))
-        if manifest is None:
-            raise OnnxExportError(
-                f"No ONNX export in {out_dir} ({MANIFEST_FILENAME} missing): run export_onnx() first."
-            )
-        return cls(
-            Path(out_dir) / str(manifest["onnx_file"]),
-            Path(out_dir) / str(manifest["tokenizer_file"]),
-            max_length=int(manifest["max_seq_length"]),
-            threads=threads,
-        )
-
-    @property
-    def dimension(self) -> int:
-        """Length of each embedding row."""
-        return self._dimension
-
-    @property
-    def max_length(self) -> int:
-        """Token count (special tokens included) at which texts are truncated."""
-        return self._max_length
-
-    @property
-    def threads(self) -> int:
-        """Cores one call may use: the number of single-threaded sessions batches run on."""
-        return len(self._sessions)
-
-    def encode(self, texts: Sequence[str], *, batch_size: int = 64) -> Float32Array:
-        """Embed `texts` as float32 rows of unit norm, in input order."""
-        if isinstance(texts, str):
-            # A bare string is a Sequence[str] of characters: almost certainly a caller bug.
-            raise TypeError("encode() takes a sequence of strings, not a single str")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if len(texts) == 0:
-            return np.zeros((0, self._dimension), dtype=np.float32)
-        if len(texts) == 1:
-            return self._encode_one(texts[0])
-        encodings = self._tokenizer.encode_batch(list(texts))
-        # Sorting by token count keeps batches of similar length: less padding, less wasted compute,
-        # and for int8 a batch's dynamic activation scale is not set by one unusually long text.
-        order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
-        batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
-        out = np.empty((len(encodings), self._dimension), dtype=np.float32)
-        lanes = min(len(self._sessions), len(batches))
-
-        def run_lane(lane: int) -> None:
-            # Dealt round robin, neighbouring (similar-length) batches go to different lanes, so
-            # the lanes finish together. A batch's rows are its own: lanes never write the same row.
-            session = self._sessions[lane]
-            for rows in batches[lane::lanes]:
-                out[rows] = self._run(session, self._padded_feeds([encodings[i] for i in rows]))
-
-        if lanes == 1:
-            run_lane(0)
-        else:
-            with ThreadPoolExecutor(max_workers=lanes) as pool:
-                # list() re-raises a lane's exception here.
-                list(pool.map(run_lane, range(lanes)))
-        return out
-
-    def _encode_one(self, text: str) -> Float32Array:
-        # Query path: no sort, no padding, encode() instead of encode_batch(). Measured saving is
-        # only ~2 us of ~2 ms; the big single-query win is not padding to tokenizer.json's 128.
-        encoding = self._tokenizer.encode(text)
-        ids = np.asarray([encoding.ids], dtype=np.int64)
-        feeds = {
-            "input_ids": ids,
-            "attention_mask": np.ones_like(ids),
-            "token_type_ids": np.asarray([encoding.type_ids], dtype=np.int64),
-        }
-        return self._run(self._sessions[0], feeds)
-
-    def _padded_feeds(self, encodings: list[Encoding]) -> dict[str, npt.NDArray[np.int64]]:
-        width = max(len(e.ids) for e in encodings)
-        shape = (len(encodings), width)
-        input_ids = np.full(shape, self._pad_id, dtype=np.int64)
-        attention_mask = np.zeros(shape, dtype=np.int64)
-        token_type_ids = np.zeros(shape, dtype=np.int64)
-        for row, encoding in enumerate(encodings):
-            n = len(encoding.ids)
-            input_ids[row, :n] = encoding.ids
-            attention_mask[row, :n] = 1
-            token_type_ids[row, :n] = encoding.type_ids
-        return {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "token_type_ids": token_type_ids,
-        }
-
-    def _run(self, session: ort.InferenceSession, feeds: dict[str, npt.NDArray[np.int64]]) -> Float32Array:
-        # Feed only what the graph declares (two-input graphs for models without token types).
-        inputs = {name: feeds[name] for name in self._input_names}
-        result = session.run([self._output_name], inputs)[0]
-        return np.asarray(result, dtype=np.float32)
-
-    def _probe_dimension(self) -> int:
-        declared = self._sessions[0].get_outputs()[0].shape[-1]
-        if isinstance(declared, int) and declared > 0:
-            return declared
-        return int(self._encode_one("dimension probe").shape[1])
-
-
-def session_options() -> ort.SessionOptions:
-    """Options of every inference session: one thread, every graph optimisation."""
-    options = ort.SessionOptions()
-    # Parallelism comes from several sessions (OnnxEncoderSession) or several web workers; with
-    # one thread there is no pool whose idle threads could spin on a core others need.
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return options
-
-
-def _inference_session(onnx_path: Path, options: ort.SessionOptions | None = None) -> ort.InferenceSession:
-    return ort.InferenceSession(
-        str(onnx_path),
-        options or session_options(),
-        providers=["CPUExecutionProvider"],
-        disabled_optimizers=list(_SLOW_FUSIONS),
-    )
-
-
-def _load_tokenizer(path: Path, max_length: int) -> Tokenizer:
-    """The model's fast tokenizer, truncating at `max_length`, with padding off (done per batch)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"Tokenizer not found at {path}: re-run export_onnx() for this model.")
-    tokenizer = Tokenizer.from_file(str(path))
-    # tokenizer.json ships its own settings (MiniLM: truncate at 128, pad to a FIXED 128), which
-    # would silently differ from sentence-transformers (256) and pad every query to 128 tokens.
-    tokenizer.enable_truncation(max_length=max_length)
-    tokenizer.no_padding()
-    # Never reconfigured after this point: encode()/encode_batch() only read it, which the Rust
-    # tokenizer allows from many threads at once, so it is shared without a lock (a lock measured
-    # the same ~23 us per query; a new Tokenizer per call costs ~16 ms).
-    return tokenizer
-
-
-def _pad_id(tokenizer: Tokenizer) -> int:
-    # Padded positions are masked out, so the id only has to be a valid one; prefer the real pad token.
-    for token in ("[PAD]", "<pad>"):
-        token_id = tokenizer.token_to_id(token)
-        if token_id is not None:
-            return int(token_id)
-    return 0

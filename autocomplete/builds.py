@@ -1,0 +1,161 @@
+"""Index files: build one, verify it, make it live, prune superseded and orphaned files, load a live one.
+
+Every index file is named uniquely and never overwritten: a new build is written beside the live
+one, read back and verified, then switched live by one row update in the caller's transaction
+(readers never see a half-built index). Serving processes learn of the switch through the catalog.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from django.db import transaction
+from django.db.models.signals import post_delete
+from django.dispatch import receiver
+
+from embeddings.encoders import Encoder
+from embeddings.vector_index import IndexFileError, VectorIndex, set_threads, thread_cap
+
+from .catalog import LiveBuild, invalidate_catalog
+from .conf import app_settings
+from .embedding_store import Progress
+from .lexical_store import lexical_files_of, lexical_index_for, owner_of
+from .models import Corpus, IndexBuild
+
+logger = logging.getLogger(__name__)
+
+# Superseded files kept for serving processes that may still be loading them.
+KEEP_SUPERSEDED_FILES = 2
+ORPHAN_AGE_SECONDS = 3600
+
+
+def build_index(
+    corpus: Corpus,
+    encoder: Encoder,
+    *,
+    ids: Sequence[int],
+    questions: Sequence[str],
+    vectors: np.ndarray,
+    progress: Progress | None = None,
+) -> IndexBuild:
+    """Build, verify and make live an index of these pairs (the corpus's current ones) and their vectors.
+
+    Call inside `transaction.atomic()` together with the pair changes it reflects, so the pairs
+    and the live index change together or not at all.
+    """
+    started = time.perf_counter()
+    remove_orphan_files()
+    conf = app_settings()
+    spec = encoder.spec
+    file_name = f"{corpus.slug}--{spec.key}--{uuid.uuid4().hex[:12]}.faiss"
+    threads = thread_cap()
+
+    def build_vectors() -> VectorIndex:
+        set_threads(threads)  # OpenMP's cap is per thread: the builder keeps the caller's
+        return VectorIndex.build(
+            vectors,
+            ids,
+            encoder=spec.key,
+            dimension=spec.dimension,
+            ann_threshold=conf.ann_threshold,
+            hnsw=conf.hnsw,
+        )
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vector-index") as builder:
+        # faiss builds the graph outside the GIL while this thread prepares the lexical index
+        # that serving processes will load. A failed build leaves that file an orphan, removed
+        # with the others.
+        building = builder.submit(build_vectors)
+        lexical_index_for(file_name, ids, questions)
+        index = building.result()
+    path = conf.index_dir / file_name
+    checksum = index.save(path)
+    verified = VectorIndex.load(path, encoder=spec.key, dimension=spec.dimension)
+    if verified.count != len(ids):
+        path.unlink(missing_ok=True)
+        raise IndexFileError(f"{path} holds {verified.count} vectors after saving {len(ids)}.")
+    if progress:
+        progress("indexed", len(ids), len(ids))
+    build = make_live(
+        corpus,
+        encoder=spec.key,
+        file_name=file_name,
+        kind=index.kind,
+        vector_count=len(ids),
+        dimension=spec.dimension,
+        checksum=checksum,
+        build_seconds=time.perf_counter() - started,
+    )
+    logger.info("Index %s live: %d vectors (%s)", file_name, len(ids), index.kind)
+    return build
+
+
+def make_live(corpus: Corpus, *, encoder: str, **fields: object) -> IndexBuild:
+    """Record a verified index file and make it the live one for (corpus, encoder)."""
+    with transaction.atomic():
+        IndexBuild.objects.filter(corpus=corpus, encoder=encoder, is_live=True).update(is_live=False)
+        build = IndexBuild.objects.create(corpus=corpus, encoder=encoder, is_live=True, **fields)
+    transaction.on_commit(lambda: _prune_superseded(corpus.pk, encoder))
+    transaction.on_commit(invalidate_catalog)
+    return build
+
+
+def _prune_superseded(corpus_id: int, encoder: str) -> None:
+    old = IndexBuild.objects.filter(corpus_id=corpus_id, encoder=encoder, is_live=False)
+    for build in old.order_by("-created_at")[KEEP_SUPERSEDED_FILES:]:
+        build.delete()
+
+
+def delete_index_file(file_name: str) -> None:
+    """Delete an index file and the lexical files stored beside it."""
+    (app_settings().index_dir / file_name).unlink(missing_ok=True)
+    for path in lexical_files_of(file_name):
+        path.unlink(missing_ok=True)
+
+
+def remove_orphan_files(*, min_age_seconds: float = ORPHAN_AGE_SECONDS) -> list[str]:
+    """Delete temp files and index files no build refers to (left by crashed or rolled-back builds).
+
+    Only files older than `min_age_seconds` go, so a build in flight elsewhere is never touched.
+    """
+    directory = app_settings().index_dir
+    if not directory.is_dir():
+        return []
+    referenced = set(IndexBuild.objects.values_list("file_name", flat=True))
+    cutoff = time.time() - min_age_seconds
+    removed = []
+    for path in directory.iterdir():
+        if owner_of(path.name) in referenced or not path.is_file() or path.stat().st_mtime > cutoff:
+            continue
+        if path.name.startswith(".tmp-") or path.suffix in (".faiss", ".pickle"):
+            path.unlink(missing_ok=True)
+            removed.append(path.name)
+    return removed
+
+
+def load_live_index(build: LiveBuild) -> VectorIndex:
+    """Read a live build's file, checking it is the one the database recorded."""
+    conf = app_settings()
+    index = VectorIndex.load(
+        conf.index_dir / build.file_name,
+        encoder=build.encoder,
+        dimension=build.dimension,
+        ef_search=conf.hnsw.ef_search,
+    )
+    if index.count != build.vector_count:
+        raise IndexFileError(
+            f"{build.file_name} holds {index.count} vectors; the database recorded {build.vector_count}."
+        )
+    return index
+
+
+@receiver(post_delete, sender=IndexBuild)
+def _delete_file_with_build(*, instance: IndexBuild, **kwargs: object) -> None:
+    # After commit: a rolled-back delete must not lose the file of a build that still exists.
+    file_name = instance.file_name
+    transaction.on_commit(lambda: delete_index_file(file_name))

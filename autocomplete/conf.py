@@ -1,0 +1,114 @@
+"""The app's settings: `settings.AUTOCOMPLETE` (a dict) parsed once into a typed, frozen object.
+
+As Django parses `CACHES` once, this module is the only reader of that dict: the rest of the app
+asks `app_settings()`. Keys left out take the defaults below; an unknown key is refused, so a typo
+in a deployment's settings fails at start-up instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+from embeddings.vector_index import HNSWOptions
+
+_DEFAULT_VAR_DIR = Path("var")
+# Folders of var_dir, unless set apart: setting var_dir alone moves them all.
+_VAR_FOLDERS = {"onnx_dir": "onnx", "index_dir": "indexes", "upload_dir": "uploads"}
+
+
+@dataclass(frozen=True)
+class AutocompleteSettings:
+    """Every setting of the app; the README's configuration table says which variable sets each.
+
+    Build it with `from_dict`, which also places the folders left unset inside `var_dir`.
+    """
+
+    # Where the database (in the demo) and, unless set apart, index, upload and ONNX files live.
+    var_dir: Path = _DEFAULT_VAR_DIR
+    # Encoders by key: {"PATH": local model directory, "BACKEND": ...}; a key that is not built in
+    # also gives NAME, HUB_ID and DIMENSION (embeddings.encoders.specs_from_settings).
+    encoders: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    allow_download: bool = False
+    # "onnx-int8" (served), "onnx" (fp32) or "torch" (sentence-transformers); per encoder: BACKEND.
+    encoder_backend: str = "onnx-int8"
+    onnx_dir: Path = _DEFAULT_VAR_DIR / "onnx"
+    # Cores one encoder call may use; 0 = all (ingest). Serving workers run one each.
+    encoder_threads: int = 0
+    default_encoder: str = "ivysaur"
+    # Used openly when the default encoder cannot load; None = never fall back.
+    fallback_encoder: str | None = "minilm"
+    # Served when a request names no corpus and several exist.
+    default_corpus: str | None = None
+    index_dir: Path = _DEFAULT_VAR_DIR / "indexes"
+    # Above this many questions, HNSW (approximate) instead of exact search.
+    ann_threshold: int = 20_000
+    hnsw: HNSWOptions = field(default_factory=HNSWOptions)
+    # How often a serving process re-reads which build is live: the delay of a hot swap across servers.
+    catalog_ttl_seconds: float = 2.0
+    embed_batch_size: int = 64
+    # Cache alias for query vectors; "" turns the cache off.
+    query_cache: str = "query-embeddings"
+    max_query_length: int = 200
+    max_k: int = 20
+    default_k: int = 5
+    max_question_length: int = 1_000
+    max_answer_length: int = 20_000
+    max_upload_bytes: int = 50_000_000
+    max_rows: int = 200_000
+    # The app serves its own static files (no web server in front); off behind nginx or a CDN.
+    serve_static: bool = True
+    upload_dir: Path = _DEFAULT_VAR_DIR / "uploads"
+    # A running job not heard from for this long (its worker on another machine) is interrupted.
+    job_stale_seconds: float = 120.0
+    # Pause after each embedding batch, leaving CPU to serving on a shared machine.
+    job_batch_pause_seconds: float = 0.0
+    # Unconfirmed upload previews (and their files) are dropped after this long.
+    preview_ttl_seconds: float = 24 * 3600.0
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> AutocompleteSettings:
+        """Parse the `AUTOCOMPLETE` dict (keys in capitals, like Django's own settings)."""
+        known = {f.name.upper(): f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - set(known))
+        if unknown:
+            raise ImproperlyConfigured(
+                f"Unknown AUTOCOMPLETE setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}."
+            )
+        values = {known[key]: value for key, value in raw.items()}
+        var_dir = Path(values.get("var_dir") or _DEFAULT_VAR_DIR)
+        values["var_dir"] = var_dir
+        for name, folder in _VAR_FOLDERS.items():
+            values[name] = Path(values[name]) if values.get(name) else var_dir / folder
+        if isinstance(values.get("hnsw"), Mapping):
+            hnsw = values["hnsw"]
+            values["hnsw"] = HNSWOptions(
+                m=int(hnsw.get("M", 32)),
+                ef_construction=int(hnsw.get("EF_CONSTRUCTION", 200)),
+                ef_search=int(hnsw.get("EF_SEARCH", 128)),
+            )
+        # An empty variable means "none" for these, as unset means "the default".
+        for name in ("fallback_encoder", "default_corpus"):
+            if name in values:
+                values[name] = values[name] or None
+        return cls(**values)
+
+
+@functools.cache
+def app_settings() -> AutocompleteSettings:
+    """The parsed settings of this process (parsed again when a test overrides AUTOCOMPLETE)."""
+    return AutocompleteSettings.from_dict(getattr(settings, "AUTOCOMPLETE", {}))
+
+
+@receiver(setting_changed)
+def _reparse(*, setting: str, **kwargs: Any) -> None:
+    if setting == "AUTOCOMPLETE":
+        app_settings.cache_clear()
