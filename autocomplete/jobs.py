@@ -24,7 +24,7 @@ from django_tasks import task
 
 from .builds import remove_orphan_files
 from .conf import app_settings
-from .ingest import Plan, ingest_mode, ingest_parsed, plan_ingest, reindex
+from .ingest import Plan, ingest_mode, ingest_parsed, plan_ingest, reindex, withheld_removal_note
 from .models import Corpus, IngestJob
 from .parsing import FIELD_ALIASES, ParsedFile, parse_qa_file
 from .uploads import delete_upload, read_upload, remove_stale_uploads, store_upload
@@ -98,6 +98,7 @@ def preview_of(parsed: ParsedFile, plan: Plan) -> dict[str, Any]:
         "removed": len(plan.to_remove),
         "rejected_count": len(plan.rejected),
         "rejected": _rejections(plan),
+        "removal_note": withheld_removal_note(plan.unreadable_rows, done=False),
     }
 
 
@@ -263,6 +264,7 @@ def _run_upload(job: IngestJob, tracker: ProgressTracker) -> dict[str, Any]:
         "unchanged": report.unchanged,
         "removed": report.removed,
         "rejected_count": len(report.rejected),
+        "removal_note": report.removal_note,
         "embedded": report.embedded,
         "reused": report.reused,
         "rejected": [{"line": r.line, "reason": r.reason} for r in report.rejected[:REPORTED_REJECTIONS]],

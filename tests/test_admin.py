@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -325,3 +326,38 @@ def test_a_queued_job_page_polls_its_progress(admin_client: Client, small_corpus
     admin_client.post(f"/admin/autocomplete/ingestjob/{job.pk}/control/", {"action": "cancel"})
     stopped = admin_client.get(f"/admin/autocomplete/ingestjob/{job.pk}/progress/").content.decode()
     assert 'data-status="cancelled"' in stopped and "hx-trigger" not in stopped  # polling stops
+
+
+def test_a_replace_with_unreadable_rows_removes_nothing_and_says_why(
+    admin_client: Client, small_corpus: Corpus
+) -> None:
+    data = faq_csv(SMALL_FAQ[:2]) + b'"Half a quote?,x\r\n'
+    job = preview_job(upload(admin_client, data, corpus=small_corpus.pk, mode="replace"))
+    assert (job.preview["removed"], job.preview["unchanged"], job.preview["rejected_count"]) == (0, 2, 1)
+    page = admin_client.get(f"/admin/autocomplete/corpus/upload/{job.pk}/preview/").content.decode()
+    assert "1 row could not be read, so no pair will be removed; fix them and upload again." in page
+    assert "Line 4: a quoted cell starting here is never closed" in page
+    job = confirm(admin_client, job)
+    assert job.status == "succeeded" and job.report["removed"] == 0 and small_corpus.pairs.count() == 10
+    report = admin_client.get(f"/admin/autocomplete/ingestjob/{job.pk}/").content.decode()
+    assert "1 row could not be read, so no pair was removed; fix them and upload again." in report
+
+
+HOSTILE = {
+    "deep-json": ("deep.json", b"[" * 5000 + b"]" * 5000, "nested too deeply"),
+    "quotes-first-line": ("quotes.csv", b'",' * 500_000 + b"\nA?,a\n", "No question and answer columns"),
+    "long-number": ("number.json", b'[{"question": "A?", "answer": ' + b"9" * 5000 + b"}]", "number"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE))
+def test_hostile_files_are_a_form_error_within_seconds(admin_client: Client, kind: str) -> None:
+    name, data, message = HOSTILE[kind]
+    started = time.monotonic()
+    response = upload(admin_client, data, name)
+    assert time.monotonic() - started < 10  # generous for a loaded machine; the sniffer took minutes
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert message in page and "Nothing was written." in page
+    assert not IngestJob.objects.exists() and not Corpus.objects.exists()
+
