@@ -27,7 +27,7 @@ from .conf import app_settings
 from .ingest import Plan, ingest_mode, ingest_parsed, plan_ingest, reindex, withheld_removal_note
 from .models import Corpus, IngestJob
 from .parsing import FIELD_ALIASES, ParsedFile, parse_qa_file
-from .uploads import delete_upload, read_upload, remove_stale_uploads, store_upload
+from .uploads import delete_upload, read_upload, remove_stale_temp_files, remove_stale_uploads, store_upload
 
 logger = logging.getLogger(__name__)
 
@@ -406,10 +406,12 @@ def job_progress(job: IngestJob) -> JobProgress:
 
 
 def cleanup_stale_files() -> None:
-    """Remove temp index files of crashed builds and uploads no job will read again."""
+    """Remove temp index files of crashed builds, uploads no job will read again and temp files of
+    uploads whose request was killed."""
     remove_orphan_files()
     ttl = app_settings().preview_ttl_seconds
     expired = IngestJob.objects.filter(status=Status.PREVIEW, created_at__lt=timezone.now() - timedelta(seconds=ttl))
     expired.update(status=Status.CANCELLED, stored_file="", error="Preview expired without confirmation.")
     keep = set(IngestJob.objects.exclude(stored_file="").values_list("stored_file", flat=True))
     remove_stale_uploads(keep, min_age_seconds=ttl)
+    remove_stale_temp_files(min_age_seconds=ttl)

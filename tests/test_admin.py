@@ -6,6 +6,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -14,6 +18,7 @@ from django.contrib.auth.models import Permission, User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
+from autocomplete import jobs
 from autocomplete.conf import app_settings
 from autocomplete.exporting import neutralise_cell
 from autocomplete.ingest import ingest_parsed, plan_ingest
@@ -390,3 +395,59 @@ def test_an_exported_corpus_imports_back_unchanged(admin_client: Client, db: Non
     report = ingest_parsed(corpus, parsed, mode="replace")
     assert (report.added, report.updated, report.removed, report.unchanged) == (0, 0, 0, len(TRICKY) + 4)
 
+
+# A process that receives an upload over FILE_UPLOAD_MAX_MEMORY_SIZE through Django's own parser and
+# upload handlers, and is killed (SIGKILL, as the OOM killer or a worker timeout would) half-way.
+KILLED_UPLOAD = r"""
+import io, os, signal
+import django
+django.setup()
+from django.test import RequestFactory
+
+boundary = "b0undary"
+body = (
+    f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="faq.csv"\r\n'
+    "Content-Type: text/csv\r\n\r\nquestion,answer\r\n"
+).encode() + b"Q?,A\r\n" * 300_000
+
+
+class KilledMidway(io.RawIOBase):
+    def __init__(self):
+        self.unsent = io.BytesIO(body)
+
+    def read(self, size=-1):
+        chunk = self.unsent.read(size)
+        if not chunk:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return chunk
+
+
+request = RequestFactory().post(
+    "/admin/autocomplete/corpus/upload/",
+    CONTENT_TYPE=f"multipart/form-data; boundary={boundary}",
+    CONTENT_LENGTH=str(len(body) * 4),
+    **{"wsgi.input": KilledMidway()},
+)
+request.FILES
+raise SystemExit("the upload was read to its end without the process being killed")
+"""
+
+
+def test_temp_files_of_a_killed_upload_are_cleaned_up(settings, tmp_path: Path) -> None:
+    var = tmp_path / "var"
+    environment = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.test_settings", "AUTOCOMPLETE_VAR_DIR": str(var)}
+    root = Path(__file__).resolve().parent.parent
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_UPLOAD], cwd=root, env=environment, capture_output=True, timeout=120
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
+    # config/settings.py puts Django's upload temp files in the var folder, where the cleanup looks.
+    settings.FILE_UPLOAD_TEMP_DIR = str(var / "upload-tmp")
+    left = list((var / "upload-tmp").iterdir())
+    assert len(left) == 1 and left[0].stat().st_size > 0
+    jobs.cleanup_stale_files()
+    assert left[0].exists()  # it could still be a request in progress
+    stale = time.time() - app_settings().preview_ttl_seconds - 60
+    os.utime(left[0], (stale, stale))
+    jobs.cleanup_stale_files()
+    assert list((var / "upload-tmp").iterdir()) == []
