@@ -63,6 +63,8 @@ class AutocompleteSettings:
     max_question_length: int = 1_000
     max_answer_length: int = 20_000
     max_upload_bytes: int = 50_000_000
+    # Body size allowed without a session cookie: any form but the admin upload fits.
+    max_anonymous_body_bytes: int = 64 * 1024
     max_rows: int = 200_000
     # The app serves its own static files (no web server in front); off behind nginx or a CDN.
     serve_static: bool = True

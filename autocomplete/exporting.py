@@ -1,8 +1,9 @@
-"""Export a corpus as CSV that a spreadsheet opens safely.
+"""Export a corpus as CSV that a spreadsheet opens safely and that imports back unchanged.
 
 A cell starting with `=`, `+`, `-`, `@`, a tab or a carriage return could run as a formula in
 Excel or LibreOffice (CSV injection); such cells get a leading apostrophe, which spreadsheets show
-as text and strip on display.
+as text and strip on display. A cell already starting with an apostrophe gets one more, so that
+the import (parsing.py, through restore_cell) can take exactly one off and get every cell back.
 """
 
 from __future__ import annotations
@@ -14,11 +15,21 @@ from .models import Corpus, QAPair
 
 EXPORT_COLUMNS = ("id", "question", "answer", "url", "tags")
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_ESCAPED_STARTS = (*_FORMULA_STARTS, "'")
 
 
 def neutralise_cell(value: str) -> str:
     """The cell as text a spreadsheet will never evaluate."""
-    return "'" + value if value.startswith(_FORMULA_STARTS) else value
+    return "'" + value if value.startswith(_ESCAPED_STARTS) else value
+
+
+def restore_cell(value: str) -> str:
+    """The cell as it was before neutralise_cell: its exact inverse on every cell it writes.
+
+    Only an apostrophe that neutralise_cell could have added is taken off, so a cell of another
+    file such as "'90s music" keeps its apostrophe.
+    """
+    return value[1:] if value.startswith("'") and value[1:].startswith(_ESCAPED_STARTS) else value
 
 
 class _Echo:

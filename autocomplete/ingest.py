@@ -40,10 +40,21 @@ class Plan:
     unchanged: int = 0
     to_remove: list[int] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
+    # A replace removes nothing while any row could not be read: the file may hold those pairs.
+    unreadable_rows: int = 0
 
     @property
     def changes_pairs(self) -> bool:
         return bool(self.to_add or self.to_update or self.to_remove)
+
+
+def withheld_removal_note(unreadable_rows: int, *, done: bool = True) -> str:
+    """Why a replace removed (or, before it runs, will remove) no pair; empty when it does not apply."""
+    if not unreadable_rows:
+        return ""
+    rows = "1 row" if unreadable_rows == 1 else f"{unreadable_rows:,} rows"
+    outcome = "no pair was removed" if done else "no pair will be removed"
+    return f"{rows} could not be read, so {outcome}; fix them and upload again."
 
 
 @dataclass
@@ -61,6 +72,11 @@ class IngestReport:
     # was reused instead: a re-upload with 10 changed rows embeds about 10.
     embedded: int = 0
     reused: int = 0
+    unreadable_rows: int = 0  # in replace mode: why nothing was removed
+
+    @property
+    def removal_note(self) -> str:
+        return withheld_removal_note(self.unreadable_rows)
 
     @property
     def encoder(self) -> str:
@@ -112,7 +128,9 @@ def plan_ingest(corpus: Corpus, parsed: ParsedFile, *, mode: Mode = "merge") -> 
             plan.to_update.append((pair["id"], row))
         else:
             plan.unchanged += 1
-    if mode == "replace":
+    if mode == "replace" and parsed.unreadable_rows:
+        plan.unreadable_rows = parsed.unreadable_rows
+    elif mode == "replace":
         plan.to_remove = [pair["id"] for pair in existing if pair["id"] not in matched]
     plan.rejected.sort(key=lambda rejection: rejection.line)
     return plan
@@ -167,6 +185,7 @@ def ingest_parsed(
         index_builds=builds,
         embedded=sum(result.computed for result in embedded),
         reused=len(texts) * len(encoders) - sum(result.computed for result in embedded),
+        unreadable_rows=plan.unreadable_rows,
     )
     logger.info("Ingest into %s: %s", corpus.slug, report.summary())
     return report

@@ -24,10 +24,10 @@ from django_tasks import task
 
 from .builds import remove_orphan_files
 from .conf import app_settings
-from .ingest import Plan, ingest_mode, ingest_parsed, plan_ingest, reindex
+from .ingest import Plan, ingest_mode, ingest_parsed, plan_ingest, reindex, withheld_removal_note
 from .models import Corpus, IngestJob
 from .parsing import FIELD_ALIASES, ParsedFile, parse_qa_file
-from .uploads import delete_upload, read_upload, remove_stale_uploads, store_upload
+from .uploads import delete_upload, read_upload, remove_stale_temp_files, remove_stale_uploads, store_upload
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +98,7 @@ def preview_of(parsed: ParsedFile, plan: Plan) -> dict[str, Any]:
         "removed": len(plan.to_remove),
         "rejected_count": len(plan.rejected),
         "rejected": _rejections(plan),
+        "removal_note": withheld_removal_note(plan.unreadable_rows, done=False),
     }
 
 
@@ -263,6 +264,7 @@ def _run_upload(job: IngestJob, tracker: ProgressTracker) -> dict[str, Any]:
         "unchanged": report.unchanged,
         "removed": report.removed,
         "rejected_count": len(report.rejected),
+        "removal_note": report.removal_note,
         "embedded": report.embedded,
         "reused": report.reused,
         "rejected": [{"line": r.line, "reason": r.reason} for r in report.rejected[:REPORTED_REJECTIONS]],
@@ -404,10 +406,12 @@ def job_progress(job: IngestJob) -> JobProgress:
 
 
 def cleanup_stale_files() -> None:
-    """Remove temp index files of crashed builds and uploads no job will read again."""
+    """Remove temp index files of crashed builds, uploads no job will read again and temp files of
+    uploads whose request was killed."""
     remove_orphan_files()
     ttl = app_settings().preview_ttl_seconds
     expired = IngestJob.objects.filter(status=Status.PREVIEW, created_at__lt=timezone.now() - timedelta(seconds=ttl))
     expired.update(status=Status.CANCELLED, stored_file="", error="Preview expired without confirmation.")
     keep = set(IngestJob.objects.exclude(stored_file="").values_list("stored_file", flat=True))
     remove_stale_uploads(keep, min_age_seconds=ttl)
+    remove_stale_temp_files(min_age_seconds=ttl)

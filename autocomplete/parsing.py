@@ -1,7 +1,9 @@
 """Read QA files (CSV, TSV, semicolon-separated, JSON array, JSONL) into validated rows.
 
-Whole-file problems (not UTF-8, binary, no question column) raise ParseError before anything is
-written; row problems reject that row alone, named by its line number.
+Whole-file problems (not UTF-8, binary, no question column, JSON nested too deeply) raise ParseError
+before anything is written; row problems reject that row alone, named by its line number, and every
+other row is still read. A rejected row is either unreadable (the file may hold a pair there that
+could not be read) or read and refused by validation (an empty answer): a replace must tell them apart.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
 
 from .conf import app_settings
+from .exporting import restore_cell
 from .models import normalise_question
 
 # Accepted header names for each field, compared case-insensitively.
@@ -30,6 +33,7 @@ FIELD_ALIASES: dict[str, tuple[str, ...]] = {
 }
 FORMATS = ("csv", "tsv", "json", "jsonl")
 _EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+_DELIMITERS = (",", ";", "\t", "|")
 
 
 class ParseError(ValueError):
@@ -55,6 +59,8 @@ class Row:
 class Rejection:
     line: int
     reason: str
+    # The row could not be read at all, as opposed to read and refused by validation.
+    unreadable: bool = False
 
 
 @dataclass
@@ -63,6 +69,11 @@ class ParsedFile:
     columns: dict[str, str]  # our field -> the file's column name
     rows: list[Row] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
+
+    @property
+    def unreadable_rows(self) -> int:
+        """Rows that could not be read: the file may hold pairs there that nobody can see."""
+        return sum(rejection.unreadable for rejection in self.rejected)
 
 
 @dataclass(frozen=True)
@@ -126,11 +137,17 @@ def parse_qa_file(
         parsed = ParsedFile(format=fmt, columns=_map_columns(header))
         if "question" not in parsed.columns or "answer" not in parsed.columns:
             raise ParseError(
-                f"No question and answer columns in the header ({', '.join(header)}); "
+                f"No question and answer columns in the header ({_shown_header(header)}); "
                 "name them question and answer (or q/title and a/body)."
             )
     _collect_rows(parsed, records, limits)
     return parsed
+
+
+def _shown_header(header: list[str]) -> str:
+    # A pathological first line can hold thousands of cells: an error names the first few.
+    shown = ", ".join(name[:40] for name in header[:10])
+    return shown + (f", … ({len(header)} columns)" if len(header) > 10 else "")
 
 
 def _map_columns(header: list[str]) -> dict[str, str]:
@@ -148,15 +165,11 @@ Record = tuple[int, dict[str, Any] | None, str]  # line, fields (None if unreada
 
 
 def _delimited_records(text: str, *, tab: bool) -> tuple[list[str], Iterator[Record]]:
-    first_line = text.split("\n", 1)[0]
-    if tab:
-        delimiter = "\t"
-    else:
-        try:
-            delimiter = csv.Sniffer().sniff(first_line, delimiters=",;\t|").delimiter
-        except csv.Error:
-            delimiter = ","
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    _allow_fields_up_to(len(text))
+    delimiter = "\t" if tab else _header_delimiter(io.StringIO(text, newline="").readline())
+    # strict: a quote that is never closed, or stray text after a closing quote, makes its row
+    # unreadable instead of silently swallowing the rows after it into one cell.
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     try:
         header = [name.strip() for name in next(reader)]
     except (StopIteration, csv.Error) as exc:
@@ -164,18 +177,64 @@ def _delimited_records(text: str, *, tab: bool) -> tuple[list[str], Iterator[Rec
 
     def records() -> Iterator[Record]:
         start = reader.line_num + 1
-        try:
-            for values in reader:
+        while True:
+            try:
+                values = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                # The reader starts afresh on the next line, so one bad row costs only itself.
+                yield start, None, _csv_problem(exc, start, reader.line_num)
+            else:
                 if any(value.strip() for value in values):
                     if len(values) > len(header):
-                        yield start, None, f"{len(values)} cells for {len(header)} columns"
+                        problem = f"{len(values)} cells for {len(header)} columns; quote cells that hold the delimiter"
+                        yield start, None, problem
                     else:
                         yield start, dict(zip(header, values, strict=False)), ""
-                start = reader.line_num + 1
-        except csv.Error as exc:
-            yield start, None, f"unreadable CSV ({exc})"
+            start = reader.line_num + 1
 
     return header, records()
+
+
+def _allow_fields_up_to(size: int) -> None:
+    """Let the csv module read every field whole, however long, so its row is judged by validation.
+
+    The module's cap (128 KiB by default) would end the parse at the first longer field. No field
+    is longer than the text it comes from, and the cap only ever grows, so a parse in another
+    thread is never cut short by this one.
+    """
+    if csv.field_size_limit() <= size:
+        csv.field_size_limit(size + 1)
+
+
+def _header_delimiter(first_line: str) -> str:
+    """The delimiter that makes the header name a question and an answer column (else a comma).
+
+    Splitting one line four ways takes time in proportion to its length, where csv.Sniffer's
+    regular expressions take time in its square on a line of quotes and delimiters.
+    """
+
+    def fit(delimiter: str) -> tuple[int, int]:
+        try:
+            cells = next(csv.reader([first_line], delimiter=delimiter), [])
+        except csv.Error:
+            return (0, 0)
+        mapped = _map_columns(cells)
+        return ("question" in mapped) + ("answer" in mapped), len(mapped)
+
+    best = max(_DELIMITERS, key=fit)  # max keeps the first of equals: the comma
+    return best if fit(best) > (0, 0) else ","
+
+
+def _csv_problem(error: csv.Error, start: int, end: int) -> str:
+    message = str(error)
+    if "unexpected end of data" in message:
+        return "a quoted cell starting here is never closed, so the rest of the file could not be read"
+    lines = f"lines {start}-{end}" if end > start else f"line {start}"
+    if "expected after" in message:
+        return f'unreadable CSV ({lines}): a quote inside a quoted cell must be doubled ("")'
+    return f"unreadable CSV ({lines}): {message}"
 
 
 def _json_records(text: str) -> Iterator[Record]:
@@ -188,6 +247,10 @@ def _json_records(text: str) -> Iterator[Record]:
         json.loads(text)
     except json.JSONDecodeError as exc:
         raise ParseError(f"Invalid JSON on line {exc.lineno}: {exc.msg}.") from exc
+    except RecursionError as exc:
+        raise ParseError(_TOO_DEEP) from exc
+    except ValueError as exc:  # only a number too long to convert gets here
+        raise ParseError("Invalid JSON: a number in it is too long to read; write it as a string.") from exc
     position += 1
     line = text.count("\n", 0, position) + 1
     while True:
@@ -202,6 +265,9 @@ def _json_records(text: str) -> Iterator[Record]:
         position = end
 
 
+_TOO_DEEP = "The JSON is nested too deeply to read; a QA file holds an array of flat objects."
+
+
 def _jsonl_records(text: str) -> Iterator[Record]:
     for number, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip():
@@ -209,7 +275,10 @@ def _jsonl_records(text: str) -> Iterator[Record]:
         try:
             value = json.loads(raw)
         except ValueError as exc:
-            yield number, None, f"invalid JSON ({exc})"
+            yield number, None, f"invalid JSON ({str(exc)[:200]})"
+            continue
+        except RecursionError:
+            yield number, None, "JSON nested too deeply to read"
             continue
         yield (number, value, "") if isinstance(value, dict) else (number, None, "not a JSON object")
 
@@ -256,25 +325,30 @@ def _row_problem(row: Row, limits: Limits) -> str:
 def _collect_rows(parsed: ParsedFile, records: Iterator[Record], limits: Limits) -> None:
     seen_questions: dict[str, int] = {}
     seen_ids: dict[str, int] = {}
+    # Cells of a spreadsheet export carry the apostrophe exporting.py adds; it is taken off again.
+    text_of = _spreadsheet_text if parsed.format in ("csv", "tsv") else _as_text
     for line, record, problem in records:
         if record is None:
-            parsed.rejected.append(Rejection(line, problem))
+            parsed.rejected.append(Rejection(line, problem, unreadable=True))
             continue
         if len(parsed.rows) >= limits.max_rows:
             raise ParseError(f"The file has more than {limits.max_rows} rows (AUTOCOMPLETE_MAX_ROWS).")
         row = Row(
             line=line,
-            question=" ".join(_as_text(_field(record, parsed.columns, "question")).split()),
-            answer=_as_text(_field(record, parsed.columns, "answer")),
-            external_id=_as_text(_field(record, parsed.columns, "external_id"))[:200],
-            url=_as_text(_field(record, parsed.columns, "url")),
-            tags=_as_text(_field(record, parsed.columns, "tags"))[:500],
+            question=" ".join(text_of(_field(record, parsed.columns, "question")).split()),
+            answer=text_of(_field(record, parsed.columns, "answer")),
+            external_id=text_of(_field(record, parsed.columns, "external_id"))[:200],
+            url=text_of(_field(record, parsed.columns, "url")),
+            tags=text_of(_field(record, parsed.columns, "tags"))[:500],
         )
         problem = _row_problem(row, limits)
+        if problem:
+            parsed.rejected.append(Rejection(line, problem))
+            continue
         key = row.normalised_question
-        if not problem and key in seen_questions:
+        if key in seen_questions:
             problem = f"duplicate question (same as line {seen_questions[key]})"
-        if not problem and row.external_id and row.external_id in seen_ids:
+        elif row.external_id and row.external_id in seen_ids:
             problem = f"duplicate id '{row.external_id}' (same as line {seen_ids[row.external_id]})"
         if problem:
             parsed.rejected.append(Rejection(line, problem))
@@ -283,3 +357,7 @@ def _collect_rows(parsed: ParsedFile, records: Iterator[Record], limits: Limits)
         if row.external_id:
             seen_ids[row.external_id] = line
         parsed.rows.append(row)
+
+
+def _spreadsheet_text(value: Any) -> str:
+    return restore_cell(_as_text(value))

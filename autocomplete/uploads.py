@@ -1,6 +1,7 @@
 """Uploaded files waiting for their job: stored under random names in a private directory.
 
-The name the admin's file had is never used as a path, and the directory is never served.
+The name the admin's file had is never used as a path, and the directory is never served. Django's
+own temp files of uploads being received (FILE_UPLOAD_TEMP_DIR) are swept here too.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ import os
 import secrets
 import time
 from pathlib import Path
+
+from django.conf import settings
 
 from .conf import app_settings
 
@@ -55,4 +58,27 @@ def remove_stale_uploads(keep: set[str], *, min_age_seconds: float) -> list[str]
         if path.name not in keep and path.stat().st_mtime < cutoff:
             path.unlink(missing_ok=True)
             removed.append(path.name)
+    return removed
+
+
+def remove_stale_temp_files(*, min_age_seconds: float) -> list[str]:
+    """Delete files in FILE_UPLOAD_TEMP_DIR older than `min_age_seconds`: left by killed requests.
+
+    Django deletes such a file when its request ends; a worker killed mid-upload never does. The
+    system temp directory (the setting unset) is shared with other programs and never swept.
+    """
+    if not settings.FILE_UPLOAD_TEMP_DIR:
+        return []
+    directory = Path(settings.FILE_UPLOAD_TEMP_DIR)
+    if not directory.is_dir():
+        return []
+    cutoff = time.time() - min_age_seconds
+    removed = []
+    for path in directory.iterdir():
+        try:
+            if path.is_file() and path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed.append(path.name)
+        except FileNotFoundError:  # its request ended meanwhile
+            continue
     return removed

@@ -40,6 +40,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: a body over the limits is refused before any middleware below reads it.
+    "autocomplete.request_limits.RequestBodyLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Answers /api/suggest before the session, CSRF, auth and messages middleware below (see module).
     "autocomplete.middleware.SuggestFastPathMiddleware",
@@ -98,6 +100,9 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 
 # Uploads above this size are streamed to a temporary file rather than held in memory.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+# In a folder of the app's own, so that the jobs' stale-file cleanup removes what a killed request left.
+FILE_UPLOAD_TEMP_DIR = str(VAR_DIR / "upload-tmp")
+Path(FILE_UPLOAD_TEMP_DIR).mkdir(mode=0o700, exist_ok=True)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 
 CACHES = {
@@ -155,6 +160,7 @@ _AUTOCOMPLETE_FROM_ENVIRONMENT: dict[str, Any] = {
     "MAX_QUESTION_LENGTH": env_int("AUTOCOMPLETE_MAX_QUESTION_LENGTH"),
     "MAX_ANSWER_LENGTH": env_int("AUTOCOMPLETE_MAX_ANSWER_LENGTH"),
     "MAX_UPLOAD_BYTES": env_int("AUTOCOMPLETE_MAX_UPLOAD_BYTES"),
+    "MAX_ANONYMOUS_BODY_BYTES": env_int("AUTOCOMPLETE_MAX_ANONYMOUS_BODY_BYTES"),
     "MAX_ROWS": env_int("AUTOCOMPLETE_MAX_ROWS"),
     "SERVE_STATIC": env_bool("AUTOCOMPLETE_SERVE_STATIC"),
     "UPLOAD_DIR": env_path("AUTOCOMPLETE_UPLOAD_DIR"),

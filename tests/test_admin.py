@@ -6,6 +6,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,9 +18,12 @@ from django.contrib.auth.models import Permission, User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
+from autocomplete import jobs
 from autocomplete.conf import app_settings
 from autocomplete.exporting import neutralise_cell
+from autocomplete.ingest import ingest_parsed, plan_ingest
 from autocomplete.models import Corpus, IndexBuild, IngestJob, QAPair
+from autocomplete.parsing import parse_qa_file
 from autocomplete.uploads import upload_dir
 
 from .conftest import SMALL_FAQ, faq_csv
@@ -325,3 +333,121 @@ def test_a_queued_job_page_polls_its_progress(admin_client: Client, small_corpus
     admin_client.post(f"/admin/autocomplete/ingestjob/{job.pk}/control/", {"action": "cancel"})
     stopped = admin_client.get(f"/admin/autocomplete/ingestjob/{job.pk}/progress/").content.decode()
     assert 'data-status="cancelled"' in stopped and "hx-trigger" not in stopped  # polling stops
+
+
+def test_a_replace_with_unreadable_rows_removes_nothing_and_says_why(
+    admin_client: Client, small_corpus: Corpus
+) -> None:
+    data = faq_csv(SMALL_FAQ[:2]) + b'"Half a quote?,x\r\n'
+    job = preview_job(upload(admin_client, data, corpus=small_corpus.pk, mode="replace"))
+    assert (job.preview["removed"], job.preview["unchanged"], job.preview["rejected_count"]) == (0, 2, 1)
+    page = admin_client.get(f"/admin/autocomplete/corpus/upload/{job.pk}/preview/").content.decode()
+    assert "1 row could not be read, so no pair will be removed; fix them and upload again." in page
+    assert "Line 4: a quoted cell starting here is never closed" in page
+    job = confirm(admin_client, job)
+    assert job.status == "succeeded" and job.report["removed"] == 0 and small_corpus.pairs.count() == 10
+    report = admin_client.get(f"/admin/autocomplete/ingestjob/{job.pk}/").content.decode()
+    assert "1 row could not be read, so no pair was removed; fix them and upload again." in report
+
+
+HOSTILE = {
+    "deep-json": ("deep.json", b"[" * 5000 + b"]" * 5000, "nested too deeply"),
+    "quotes-first-line": ("quotes.csv", b'",' * 500_000 + b"\nA?,a\n", "No question and answer columns"),
+    "long-number": ("number.json", b'[{"question": "A?", "answer": ' + b"9" * 5000 + b"}]", "number"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE))
+def test_hostile_files_are_a_form_error_within_seconds(admin_client: Client, kind: str) -> None:
+    name, data, message = HOSTILE[kind]
+    started = time.monotonic()
+    response = upload(admin_client, data, name)
+    assert time.monotonic() - started < 10  # generous for a loaded machine; the sniffer took minutes
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert message in page and "Nothing was written." in page
+    assert not IngestJob.objects.exists() and not Corpus.objects.exists()
+
+
+TRICKY = ["=SUM(1)", "+1", "-1", "@x", "'quoted", "''twice", "plain text", "'90s", 'a, "quoted" cell']
+
+
+def test_an_exported_corpus_imports_back_unchanged(admin_client: Client, db: None, minilm) -> None:
+    corpus = Corpus.objects.create(name="Tricky", slug="tricky", default_encoder="minilm")
+    records = [
+        {"id": value if n % 2 else "", "question": f"{value} question {n}?", "answer": value, "tags": f"{value}|b"}
+        for n, value in enumerate(TRICKY)
+    ]
+    ingest_parsed(corpus, parse_qa_file(json.dumps(records).encode(), filename="t.json"), encoder_key="minilm")
+    # Leading tabs and carriage returns cannot come in through an upload (cells are stripped) but can
+    # be saved another way; they survive the round trip too.
+    for n, answer in enumerate(["\tTab start", "\rCR start", "\r\nCRLF start", "=\tmixed"]):
+        QAPair.objects.create(corpus=corpus, question=f"Whitespace {n}?", answer=answer, url="https://x.example/=1")
+    response = admin_client.post(
+        "/admin/autocomplete/corpus/", {"action": "export_csv_action", "_selected_action": [corpus.pk]}
+    )
+    exported = b"".join(response)
+    assert b"'=SUM(1)" in exported and b"'''twice" in exported  # neutralised in the file itself
+    parsed = parse_qa_file(exported, filename="tricky.csv")
+    assert parsed.rejected == [] and len(parsed.rows) == len(TRICKY) + 4
+    plan = plan_ingest(corpus, parsed, mode="replace")
+    assert (len(plan.to_add), len(plan.to_update), len(plan.to_remove)) == (0, 0, 0)
+    report = ingest_parsed(corpus, parsed, mode="replace")
+    assert (report.added, report.updated, report.removed, report.unchanged) == (0, 0, 0, len(TRICKY) + 4)
+
+
+# A process that receives an upload over FILE_UPLOAD_MAX_MEMORY_SIZE through Django's own parser and
+# upload handlers, and is killed (SIGKILL, as the OOM killer or a worker timeout would) half-way.
+KILLED_UPLOAD = r"""
+import io, os, signal
+import django
+django.setup()
+from django.test import RequestFactory
+
+boundary = "b0undary"
+body = (
+    f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="faq.csv"\r\n'
+    "Content-Type: text/csv\r\n\r\nquestion,answer\r\n"
+).encode() + b"Q?,A\r\n" * 300_000
+
+
+class KilledMidway(io.RawIOBase):
+    def __init__(self):
+        self.unsent = io.BytesIO(body)
+
+    def read(self, size=-1):
+        chunk = self.unsent.read(size)
+        if not chunk:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return chunk
+
+
+request = RequestFactory().post(
+    "/admin/autocomplete/corpus/upload/",
+    CONTENT_TYPE=f"multipart/form-data; boundary={boundary}",
+    CONTENT_LENGTH=str(len(body) * 4),
+    **{"wsgi.input": KilledMidway()},
+)
+request.FILES
+raise SystemExit("the upload was read to its end without the process being killed")
+"""
+
+
+def test_temp_files_of_a_killed_upload_are_cleaned_up(settings, tmp_path: Path) -> None:
+    var = tmp_path / "var"
+    environment = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.test_settings", "AUTOCOMPLETE_VAR_DIR": str(var)}
+    root = Path(__file__).resolve().parent.parent
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_UPLOAD], cwd=root, env=environment, capture_output=True, timeout=120
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
+    # config/settings.py puts Django's upload temp files in the var folder, where the cleanup looks.
+    settings.FILE_UPLOAD_TEMP_DIR = str(var / "upload-tmp")
+    left = list((var / "upload-tmp").iterdir())
+    assert len(left) == 1 and left[0].stat().st_size > 0
+    jobs.cleanup_stale_files()
+    assert left[0].exists()  # it could still be a request in progress
+    stale = time.time() - app_settings().preview_ttl_seconds - 60
+    os.utime(left[0], (stale, stale))
+    jobs.cleanup_stale_files()
+    assert list((var / "upload-tmp").iterdir()) == []

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import json
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,7 @@ from autocomplete import embedding_store
 from autocomplete.builds import KEEP_SUPERSEDED_FILES, remove_orphan_files
 from autocomplete.conf import app_settings
 from autocomplete.encoder_registry import encoder_registry
-from autocomplete.ingest import ingest_parsed, plan_ingest, reindex
+from autocomplete.ingest import ingest_parsed, plan_ingest, reindex, withheld_removal_note
 from autocomplete.models import Corpus, IndexBuild, QAPair, StoredEmbedding
 from autocomplete.parsing import parse_qa_file
 from autocomplete.search import suggestions_for
@@ -339,3 +341,74 @@ def test_the_index_is_built_with_the_callers_thread_cap(db: None, minilm: Encode
     finally:
         set_threads(before)
     assert seen == [7]
+
+
+# --- files that could not be read whole ---------------------------------------------------------
+
+
+def test_replace_removes_nothing_while_a_row_cannot_be_read(small_corpus: Corpus) -> None:
+    data = faq_csv(SMALL_FAQ[:3]) + b'"Unclosed quote?,the rest of the file is lost\r\n'
+    parsed = parse_qa_file(data, filename="faq.csv")
+    assert parsed.unreadable_rows == 1
+    plan = plan_ingest(small_corpus, parsed, mode="replace")
+    assert (plan.to_remove, plan.unreadable_rows, plan.unchanged) == ([], 1, 3)
+    report = ingest_parsed(small_corpus, parsed, mode="replace")
+    assert report.removed == 0 and small_corpus.pairs.count() == 10
+    assert report.removal_note == "1 row could not be read, so no pair was removed; fix them and upload again."
+    # A row refused by validation (read, but empty) is no reason to keep the pairs the file leaves out.
+    parsed = parse_qa_file(faq_csv([*SMALL_FAQ[:3], ("Empty answer?", "")]), filename="faq.csv")
+    assert parsed.unreadable_rows == 0
+    report = ingest_parsed(small_corpus, parsed, mode="replace")
+    assert (report.removed, report.removal_note) == (7, "") and small_corpus.pairs.count() == 3
+
+
+def test_withheld_removal_note_counts_rows() -> None:
+    assert withheld_removal_note(0) == ""
+    assert withheld_removal_note(1234, done=False) == (
+        "1,234 rows could not be read, so no pair will be removed; fix them and upload again."
+    )
+
+
+def test_a_field_over_the_csv_limit_no_longer_ends_the_parse_of_a_replace(small_corpus: Corpus, tmp_path: Path) -> None:
+    # Before, the csv module stopped at this 200,000-character answer and --replace removed every pair after it.
+    rows = [*SMALL_FAQ[:4], ("Where is the full manual?", "x" * 200_000), *SMALL_FAQ[4:]]
+    source = tmp_path / "faq.csv"
+    source.write_bytes(faq_csv(rows))
+    out = io.StringIO()
+    call_command("ingest", str(source), "--corpus", "small", "--replace", stdout=out)
+    text = out.getvalue()
+    assert "unchanged: 10" in text and "removed: 0" in text
+    assert "line 6: answer is longer than 20000 characters" in text
+    assert small_corpus.pairs.count() == 10
+
+
+def test_the_ingest_command_says_why_a_replace_removed_nothing(small_corpus: Corpus, tmp_path: Path) -> None:
+    source = tmp_path / "faq.csv"
+    source.write_bytes(b'question,answer\r\n"Two" quotes?,x\r\nA,b,c\r\n' + faq_csv(SMALL_FAQ[:2])[17:])
+    out = io.StringIO()
+    call_command("ingest", str(source), "--corpus", "small", "--replace", stdout=out)
+    text = out.getvalue()
+    assert "removed: 0" in text and "unchanged: 2" in text
+    assert "2 rows could not be read, so no pair was removed; fix them and upload again." in text
+    assert "line 2: unreadable CSV" in text and "line 3: 3 cells for 2 columns" in text
+    assert small_corpus.pairs.count() == 10
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("deep.json", "[" * 5000 + "]" * 5000, "nested too deeply"),
+        ("quotes.csv", '",' * 500_000 + "\nA?,a\n", "No question and answer columns"),
+        ("number.json", json.dumps([{"question": "A?", "answer": 1}]).replace("1", "1" * 5000), "number"),
+    ],
+)
+def test_the_ingest_command_refuses_hostile_files_quickly_without_a_traceback(
+    db: None, tmp_path: Path, name: str, content: str, message: str
+) -> None:
+    source = tmp_path / name
+    source.write_text(content)
+    started = time.monotonic()
+    with pytest.raises(CommandError, match=message):
+        call_command("ingest", str(source), "--corpus", "x")
+    assert time.monotonic() - started < 10  # generous for a loaded machine; the sniffer took minutes
+    assert not Corpus.objects.filter(slug="x").exists()

@@ -1,11 +1,16 @@
-"""Reading QA files: every format, header variants, encodings, and per-row rejections."""
+"""Reading QA files: every format, header variants, encodings, per-row rejections, and hostile files
+that must neither end the parse early nor take long."""
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
+from autocomplete.exporting import neutralise_cell, restore_cell
 from autocomplete.parsing import Limits, ParseError, parse_qa_file
 
 LIMITS = Limits(max_rows=100, max_question_length=50, max_answer_length=200)
@@ -110,7 +115,10 @@ def test_rows_are_rejected_one_by_one_with_line_numbers() -> None:
 
 def test_too_many_cells_is_a_row_error() -> None:
     parsed = parse("question,answer\nA?,a,extra\nB?,b\n")
-    assert [(r.line, r.reason) for r in parsed.rejected] == [(2, "3 cells for 2 columns")]
+    assert [(r.line, r.reason) for r in parsed.rejected] == [
+        (2, "3 cells for 2 columns; quote cells that hold the delimiter")
+    ]
+    assert parsed.rejected[0].unreadable
 
 
 @pytest.mark.parametrize(
@@ -137,3 +145,116 @@ def test_row_limit() -> None:
     rows = "".join(f"Q{i}?,A\n" for i in range(101))
     with pytest.raises(ParseError, match="more than 100 rows"):
         parse("question,answer\n" + rows)
+
+
+# Far below what these files cost before (minutes for the first line, a traceback for the JSON),
+# and generous for a loaded two-core machine.
+SECONDS = 10.0
+
+
+def timed(call: Callable[[], Any]) -> Any:
+    started = time.monotonic()
+    try:
+        return call()
+    finally:
+        assert time.monotonic() - started < SECONDS
+
+
+@pytest.mark.parametrize("quoted", [False, True])
+def test_a_field_over_the_csv_modules_limit_rejects_its_row_alone(quoted: bool) -> None:
+    # 200,000 characters: over the csv module's default cap of 131,072, which used to end the parse.
+    huge = '"' + "a long line\n" * 16_667 + '"' if quoted else "y" * 200_000
+    text = "question,answer\nBefore?,fine\nHuge?," + huge + "\nAfter?,fine\nLast?,fine\n"
+    parsed = parse(text)
+    after = text.count("\n", 0, text.index("After?")) + 1  # the quoted answer spans many lines
+    assert [(r.line, r.question) for r in parsed.rows] == [(2, "Before?"), (after, "After?"), (after + 1, "Last?")]
+    assert [(r.line, r.reason, r.unreadable) for r in parsed.rejected] == [
+        (3, "answer is longer than 200 characters", False)
+    ]
+
+
+def test_unreadable_rows_are_rejected_and_the_rows_after_them_still_read() -> None:
+    parsed = parse(
+        "question,answer\n"
+        "One?,1\n"  # line 2
+        '"Two"?,stray text after a closing quote\n'  # 3
+        "Three?,3,unquoted, commas\n"  # 4
+        "Four?,\n"  # 5: read, refused by validation
+        "Five?,5\n"  # 6
+    )
+    assert [(r.line, r.question) for r in parsed.rows] == [(2, "One?"), (6, "Five?")]
+    assert [(r.line, r.unreadable) for r in parsed.rejected] == [(3, True), (4, True), (5, False)]
+    assert "a quote inside a quoted cell must be doubled" in parsed.rejected[0].reason
+    assert parsed.unreadable_rows == 2
+
+
+def test_a_quote_never_closed_is_an_unreadable_row_not_one_huge_answer() -> None:
+    parsed = parse('question,answer\nOne?,1\nTwo?,"never closed\nThree?,3\nFour?,4\n')
+    assert [r.question for r in parsed.rows] == ["One?"]
+    assert [(r.line, r.unreadable) for r in parsed.rejected] == [(3, True)]
+    assert "never closed, so the rest of the file could not be read" in parsed.rejected[0].reason
+
+
+@pytest.mark.parametrize(
+    "first_line",
+    [
+        '",' * 500_000,  # a megabyte of quotes and delimiters: csv.Sniffer took minutes on it
+        "question,answer," + "\"';|\t," * 150_000,
+        "x" * 1_000_000,
+    ],
+)
+def test_a_pathological_first_line_is_refused_quickly(first_line: str) -> None:
+    with pytest.raises(ParseError) as refused:
+        timed(lambda: parse(first_line + "\nA?,a\n"))
+    assert len(str(refused.value)) < 1000  # the error names a few columns, not a megabyte of them
+
+
+def test_a_long_first_line_that_is_a_real_header_still_works() -> None:
+    header = "question;answer;" + ";".join(f"extra{n}" for n in range(20_000))
+    parsed = timed(lambda: parse(header + "\nA?;a\n"))
+    assert [(r.question, r.answer) for r in parsed.rows] == [("A?", "a")]
+
+
+@pytest.mark.parametrize("filename", ["deep.json", "deep.bin"])
+def test_deeply_nested_json_is_refused_quickly(filename: str) -> None:
+    with pytest.raises(ParseError, match="nested too deeply"):
+        timed(lambda: parse("[" * 5000 + "]" * 5000, filename=filename))
+
+
+def test_a_deeply_nested_jsonl_line_rejects_its_row_alone() -> None:
+    text = '{"question": "A?", "answer": "a"}\n' + "[" * 5000 + "]" * 5000 + '\n{"question": "B?", "answer": "b"}\n'
+    parsed = timed(lambda: parse(text, filename="f.jsonl"))
+    assert [r.question for r in parsed.rows] == ["A?", "B?"]
+    assert [(r.line, r.reason, r.unreadable) for r in parsed.rejected] == [(2, "JSON nested too deeply to read", True)]
+
+
+def test_a_number_too_long_to_convert_is_a_parse_error() -> None:
+    with pytest.raises(ParseError, match="Invalid JSON"):
+        parse('[{"question": "A?", "answer": ' + "1" * 5000 + "}]", filename="f.json")
+
+
+@pytest.mark.parametrize("filename", ["huge.csv", "huge.json", "huge.jsonl"])
+def test_huge_fields_reject_their_row_quickly(filename: str) -> None:
+    huge = "z" * 5_000_000
+    pairs = [("Before?", "fine"), ("Huge?", huge), ("After?", "fine")]
+    if filename.endswith(".csv"):
+        text = "question,answer\n" + "".join(f"{q},{a}\n" for q, a in pairs)
+    elif filename.endswith(".jsonl"):
+        text = "".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in pairs)
+    else:
+        text = json.dumps([{"question": q, "answer": a} for q, a in pairs])
+    parsed = timed(lambda: parse(text, filename=filename))
+    assert [r.question for r in parsed.rows] == ["Before?", "After?"]
+    assert [r.reason for r in parsed.rejected] == ["answer is longer than 200 characters"]
+
+
+@pytest.mark.parametrize(
+    "value", ["=SUM(1)", "+1", "-1", "@x", "'quoted", "''twice", "\tTab", "\rCR", "plain text", "'", ""]
+)
+def test_restore_cell_undoes_neutralise_cell_exactly(value: str) -> None:
+    assert restore_cell(neutralise_cell(value)) == value
+
+
+def test_an_apostrophe_no_export_would_add_is_kept() -> None:
+    parsed = parse("question,answer\n'90s music?,'Tis the season\n'=1+1?,'-5\n")
+    assert [(r.question, r.answer) for r in parsed.rows] == [("'90s music?", "'Tis the season"), ("=1+1?", "-5")]

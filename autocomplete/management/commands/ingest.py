@@ -62,6 +62,8 @@ class Command(BaseCommand):
         self.stdout.write(f"rejected: {len(report.rejected)}")
         for rejection in report.rejected:
             self.stdout.write(f"  line {rejection.line}: {rejection.reason}")
+        if report.removal_note:
+            self.stdout.write(self.style.WARNING(report.removal_note))
         self.stdout.write(f"vectors: {report.embedded} embedded, {report.reused} reused")
         build = report.index_build
         if build is None:
