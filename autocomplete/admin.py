@@ -14,11 +14,12 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.views.decorators.http import require_POST
 
-from . import jobs
+from . import api_keys, jobs
+from .conf import app_settings
 from .encoder_registry import encoder_registry
 from .exporting import corpus_csv_rows
 from .forms import ReindexForm, UploadForm
-from .models import Corpus, IndexBuild, IngestJob, QAPair
+from .models import ApiKey, Corpus, IndexBuild, IngestJob, QAPair
 from .parsing import ParseError
 
 
@@ -38,7 +39,8 @@ def _job_url(job: IngestJob) -> str:
 
 @admin.register(Corpus)
 class CorpusAdmin(admin.ModelAdmin[Corpus]):
-    list_display = ["name", "slug", "default_encoder", "pair_count", "live_indexes", "updated_at"]
+    list_display = ["name", "slug", "is_private", "default_encoder", "pair_count", "live_indexes", "updated_at"]
+    list_filter = ["is_private"]
     prepopulated_fields = {"slug": ["name"]}
     search_fields = ["name", "slug"]
     change_list_template = "admin/autocomplete/corpus/change_list.html"
@@ -245,3 +247,67 @@ class IndexBuildAdmin(admin.ModelAdmin[IndexBuild]):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin[ApiKey]):
+    """Keys for private corpora: the key is shown once, on the page after it is created."""
+
+    list_display = ["name", "prefix", "corpus_list", "created_at", "last_used_at", "is_revoked"]
+    list_filter = ["corpora"]
+    search_fields = ["name", "prefix"]
+    fields = ["name", "corpora", "prefix", "created_at", "last_used_at", "revoked_at"]
+    readonly_fields = ["prefix", "created_at", "last_used_at", "revoked_at"]
+    filter_horizontal = ["corpora"]
+    actions = ["revoke_action"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ApiKey]:
+        return super().get_queryset(request).prefetch_related("corpora")
+
+    @admin.display(description="Corpora")
+    def corpus_list(self, key: ApiKey) -> str:
+        return ", ".join(corpus.slug for corpus in key.corpora.all()) or "—"
+
+    @admin.display(description="Revoked", boolean=True)
+    def is_revoked(self, key: ApiKey) -> bool:
+        return key.is_revoked
+
+    def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
+        if not change:
+            key, obj.key_sha256 = api_keys.new_key()
+            obj.prefix = key[: len(api_keys.KEY_PREFIX) + 6]
+            # Held for response_add alone: the key itself is never stored.
+            request._created_api_key = key  # type: ignore[attr-defined]
+        super().save_model(request, obj, form, change)
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        api_keys.forget_grants()  # a narrower scope applies at once in this process
+
+    def response_add(self, request: HttpRequest, obj: ApiKey, post_url_continue: str | None = None) -> HttpResponse:
+        """The one page that ever shows the key."""
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": f"API key created: {obj.name}",
+            "api_key": obj,
+            "key": getattr(request, "_created_api_key", ""),
+            "example_url": request.build_absolute_uri(reverse("api-suggest")) + "?q=how&corpus=SLUG",
+        }
+        return TemplateResponse(request, "admin/autocomplete/apikey/created.html", context)
+
+    @admin.action(description="Revoke selected API keys", permissions=["change"])
+    def revoke_action(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        count = api_keys.revoke(queryset)
+        delay = app_settings().api_key_cache_seconds
+        messages.success(
+            request, f"{count} key(s) revoked: refused here at once, by every other server within {delay:g} s."
+        )
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        super().delete_queryset(request, queryset)
+        api_keys.forget_grants()
+
+    def delete_model(self, request: HttpRequest, obj: ApiKey) -> None:
+        super().delete_model(request, obj)
+        api_keys.forget_grants()

@@ -6,6 +6,7 @@ database agree on a switch of live index within seconds, and a keystroke costs n
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ class CorpusEntry:
     name: str
     default_encoder: str
     live: dict[str, LiveBuild] = field(default_factory=dict)
+    # Served only through /api/suggest, to a request with an API key for it (autocomplete/api_keys.py).
+    is_private: bool = False
 
     def serving_encoder(self, fallback: str | None) -> str | None:
         """The encoder that answers when a request names none."""
@@ -46,6 +49,11 @@ class CorpusEntry:
 class Catalog:
     corpora: dict[str, CorpusEntry]
     loaded_at: float
+
+    @functools.cached_property
+    def public(self) -> dict[str, CorpusEntry]:
+        """The corpora the search page offers: every one but the private ones."""
+        return {slug: entry for slug, entry in self.corpora.items() if not entry.is_private}
 
 
 _catalog: Catalog | None = None
@@ -84,6 +92,7 @@ def _read_catalog() -> Catalog:
             name=corpus.name,
             default_encoder=corpus.default_encoder,
             live=live.get(corpus.pk, {}),
+            is_private=corpus.is_private,
         )
         for corpus in Corpus.objects.order_by("name")
     }

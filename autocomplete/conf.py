@@ -8,7 +8,9 @@ in a deployment's settings fails at start-up instead of being ignored.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -75,6 +77,22 @@ class AutocompleteSettings:
     job_batch_pause_seconds: float = 0.0
     # Unconfirmed upload previews (and their files) are dropped after this long.
     preview_ttl_seconds: float = 24 * 3600.0
+    # Limit suggestion requests (the API and the search box's partial) per client address; the
+    # benchmark turns it off, as it types hundreds of requests a second from one address.
+    rate_limit: bool = True
+    # Sustained requests per second one address may make; a typist sends a few at most.
+    rate_limit_per_second: float = 10.0
+    # Requests one address may make at once: a whole office behind one address typing together.
+    rate_limit_burst: int = 50
+    # Cache alias holding the counters: it must be shared (Redis, memcached) by every worker and host.
+    rate_limit_cache: str = "default"
+    # Reverse proxies (addresses or networks) whose X-Forwarded-For names the client; none by default,
+    # since anyone can send that header.
+    trusted_proxies: tuple[str, ...] = ()
+    # How long a serving process trusts what it read about an API key: the delay of a revocation.
+    api_key_cache_seconds: float = 10.0
+    # Origins (scheme://host[:port]) whose pages may call /api/suggest from a browser; none: no CORS.
+    cors_allowed_origins: tuple[str, ...] = ()
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> AutocompleteSettings:
@@ -101,7 +119,42 @@ class AutocompleteSettings:
         for name in ("fallback_encoder", "default_corpus"):
             if name in values:
                 values[name] = values[name] or None
-        return cls(**values)
+        for name in ("trusted_proxies", "cors_allowed_origins"):
+            if name in values:
+                values[name] = _string_tuple(values[name])
+        return _check_access_settings(cls(**values))
+
+
+def _check_access_settings(parsed: AutocompleteSettings) -> AutocompleteSettings:
+    """Refuse, at start-up, a limit or a list that every request would trip over."""
+    if parsed.rate_limit and (parsed.rate_limit_per_second <= 0 or parsed.rate_limit_burst < 1):
+        raise ImproperlyConfigured(
+            "RATE_LIMIT_PER_SECOND must be above 0 and RATE_LIMIT_BURST at least 1; "
+            "to turn the limit off, set AUTOCOMPLETE_RATE_LIMIT=0."
+        )
+    for origin in parsed.cors_allowed_origins:
+        if not _ORIGIN.fullmatch(origin):
+            raise ImproperlyConfigured(
+                f"CORS_ALLOWED_ORIGINS: {origin!r} is not an origin; write it as scheme://host[:port], "
+                "without a path or a trailing slash (https://help.example.com)."
+            )
+    for proxy in parsed.trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"TRUSTED_PROXIES: {proxy!r} is neither an IP address nor a network (10.0.0.0/8)."
+            ) from None
+    return parsed
+
+
+_ORIGIN = re.compile(r"https?://[^/\s]+")
+
+
+def _string_tuple(value: str | Iterable[str]) -> tuple[str, ...]:
+    """A comma-separated string or a list, as a tuple of non-empty stripped items."""
+    items = value.split(",") if isinstance(value, str) else value
+    return tuple(item.strip() for item in items if item.strip())
 
 
 @functools.cache

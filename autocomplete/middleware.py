@@ -2,7 +2,8 @@
 
 Each keystroke is a request, so the middleware that the admin and the pages need would cost on
 every one of them. This middleware sits right after SecurityMiddleware and answers the JSON API
-itself; everything else goes down the usual chain.
+itself (CORS and the rate limit included); it also applies the rate limit to the search box's
+partial, before the session and auth work, and passes everything else down the usual chain.
 """
 
 from __future__ import annotations
@@ -11,9 +12,12 @@ from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
 
-from .views import api_suggest
+from .cors import is_preflight, preflight_response, with_cors_headers
+from .rate_limit import seconds_until_allowed
+from .views import api_rate_limited, api_suggest, partial_rate_limited
 
-FAST_PATHS = frozenset({"/api/suggest"})
+API_PATH = "/api/suggest"
+PARTIAL_PATH = "/suggest"
 
 
 class SuggestFastPathMiddleware:
@@ -21,11 +25,27 @@ class SuggestFastPathMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if request.path_info not in FAST_PATHS:
+        path = request.path_info
+        if path == API_PATH:
+            # CommonMiddleware would have validated the Host header; a bad one still gets its 400.
+            request.get_host()
+            response = with_cors_headers(request, self._api(request))
+        elif path == PARTIAL_PATH:
+            request.get_host()
+            retry_after = seconds_until_allowed(request)
+            if not retry_after:
+                return self.get_response(request)
+            response = partial_rate_limited(retry_after)
+        else:
             return self.get_response(request)
-        # CommonMiddleware would have validated the Host header; a bad one still gets its 400.
-        request.get_host()
-        response = api_suggest(request)
         # What the skipped XFrameOptionsMiddleware would have added.
         response.setdefault("X-Frame-Options", "DENY")
         return response
+
+    def _api(self, request: HttpRequest) -> HttpResponse:
+        if is_preflight(request):
+            return preflight_response(request)
+        retry_after = seconds_until_allowed(request)
+        if retry_after:
+            return api_rate_limited(retry_after)
+        return api_suggest(request)

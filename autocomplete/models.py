@@ -32,6 +32,11 @@ class Corpus(models.Model):
         default="ivysaur",
         help_text="Encoder that answers when a request names none.",
     )
+    is_private = models.BooleanField(
+        "private",
+        default=False,
+        help_text="Hidden from the search page; /api/suggest answers only requests with an API key for it.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -41,6 +46,31 @@ class Corpus(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class ApiKey(models.Model):
+    """A key that lets a client query private corpora; only the SHA-256 of the key is stored."""
+
+    name = models.CharField(max_length=200, help_text="Who or what uses the key, e.g. 'help widget on example.com'.")
+    corpora = models.ManyToManyField(Corpus, related_name="api_keys", help_text="The private corpora it may query.")
+    prefix = models.CharField(max_length=12, editable=False, help_text="The key's first characters, to recognise it.")
+    key_sha256 = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="To the hour: written at most hourly, not on every request."
+    )
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
 
 
 class QAPair(models.Model):

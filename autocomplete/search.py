@@ -41,6 +41,10 @@ class CorpusNotFoundError(SearchError):
     status = 404
 
 
+class CorpusPrivateError(SearchError):
+    status = 403
+
+
 class EncoderNotIndexedError(SearchError):
     status = 400
 
@@ -223,8 +227,15 @@ def _load_space(build: LiveBuild) -> SearchSpace:
     )
 
 
-def resolve_corpus(slug: str | None) -> CorpusEntry:
-    corpora = catalog().corpora
+def resolve_corpus(slug: str | None, *, public_only: bool = False) -> CorpusEntry:
+    """The corpus a request names, or the one to serve when it names none.
+
+    `public_only` (the search page and its partial) leaves private corpora out and refuses them by name.
+    """
+    current = catalog()
+    corpora = current.public if public_only else current.corpora
+    if public_only and slug and slug in current.corpora and slug not in corpora:
+        raise CorpusPrivateError(f"Corpus '{slug}' is private: query it through /api/suggest with an API key.")
     if slug:
         entry = corpora.get(slug)
         if entry is None:

@@ -6,9 +6,11 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET
 from django_htmx.middleware import HtmxDetails
 
+from .api_keys import AccessError, require_access
 from .catalog import CorpusEntry, catalog
 from .conf import app_settings
 from .encoder_registry import encoder_registry
@@ -28,11 +30,11 @@ def _encoder_choices(entry: CorpusEntry) -> list[tuple[str, str]]:
 
 
 def _page_context(form: SuggestForm) -> dict[str, Any]:
-    """Selectors for the page: every corpus, and the encoders the chosen one is indexed with."""
+    """Selectors for the page: every public corpus, and the encoders the chosen one is indexed with."""
     data = form.cleaned_data if form.is_valid() else {}
-    corpora = list(catalog().corpora.values())
+    corpora = list(catalog().public.values())
     try:
-        entry: CorpusEntry | None = resolve_corpus(data.get("corpus") or None)
+        entry: CorpusEntry | None = resolve_corpus(data.get("corpus") or None, public_only=True)
     except SearchError:
         entry = corpora[0] if corpora else None
     return {
@@ -45,9 +47,12 @@ def _page_context(form: SuggestForm) -> dict[str, Any]:
     }
 
 
-def _suggest(form: SuggestForm) -> SuggestResult:
+def _suggest(form: SuggestForm, *, public_only: bool = True, authorization: str = "") -> SuggestResult:
+    """Suggestions for a valid form: the page sees public corpora only, the API any it holds a key for."""
     data = form.cleaned_data
-    return suggestions_for(data["q"], corpus=data["corpus"] or None, k=data["k"], encoder=data["encoder"] or None)
+    entry = resolve_corpus(data["corpus"] or None, public_only=public_only)
+    require_access(entry, authorization=authorization)
+    return suggestions_for(data["q"], corpus=entry.slug, k=data["k"], encoder=data["encoder"] or None)
 
 
 @require_GET
@@ -80,7 +85,7 @@ def suggest_partial(request: HtmxHttpRequest) -> HttpResponse:
             context["result"] = _suggest(form)
         except SearchError as exc:
             context["error"] = str(exc)
-    # Always 200: htmx swaps only successful responses, and the message belongs in the list.
+    # 200 even for an error: htmx swaps only successful responses, and the message belongs in the list.
     return render(request, "autocomplete/_suggestions.html", context)
 
 
@@ -94,9 +99,12 @@ def api_suggest(request: HttpRequest) -> JsonResponse:
     if not form.is_valid():
         return JsonResponse({"error": form.error_message()}, status=400)
     try:
-        result = _suggest(form)
-    except SearchError as exc:
-        return JsonResponse({"error": str(exc)}, status=exc.status)
+        result = _suggest(form, public_only=False, authorization=request.META.get("HTTP_AUTHORIZATION", ""))
+    except (SearchError, AccessError) as exc:
+        response = JsonResponse({"error": str(exc)}, status=exc.status)
+        if exc.status == 401:
+            response["WWW-Authenticate"] = 'Bearer realm="api"'
+        return response
     return JsonResponse(
         {
             "query": result.query,
@@ -110,3 +118,22 @@ def api_suggest(request: HttpRequest) -> JsonResponse:
             "took_ms": result.took_ms,
         }
     )
+
+
+def api_rate_limited(retry_after: int) -> JsonResponse:
+    """The API's answer to a client over its rate limit."""
+    message = f"Too many requests from your address: retry after {retry_after} s."
+    response = JsonResponse({"error": message}, status=429)
+    response["Retry-After"] = str(retry_after)
+    return response
+
+
+def partial_rate_limited(retry_after: int) -> HttpResponse:
+    """The search box's answer to a client over its rate limit: a message in place of the list.
+
+    htmx swaps no error response by default; the box's script swaps this one in (static/autocomplete).
+    """
+    context = {"error": f"Too many requests from your address: wait {retry_after} s and type again."}
+    response = HttpResponse(render_to_string("autocomplete/_suggestions.html", context), status=429)
+    response["Retry-After"] = str(retry_after)
+    return response

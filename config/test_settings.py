@@ -31,6 +31,9 @@ AUTOCOMPLETE = {
     # build with random weights run on torch, whose output the ONNX export is checked against.
     "ENCODER_BACKEND": "torch",
     "ENCODERS": {**AUTOCOMPLETE["ENCODERS"], "minilm": {"BACKEND": "onnx-int8"}},
+    # Every test client shares one address, and many tests send more than a visitor would: the
+    # tests of the limit itself (tests/test_rate_limit.py) turn it on.
+    "RATE_LIMIT": False,
 }
 # Jobs run inside the request unless a test switches to the database backend and a real worker.
 TASKS = {

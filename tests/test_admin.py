@@ -4,6 +4,7 @@ vs replace, job page, export and delete. Jobs run in the request here (Immediate
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -22,7 +23,7 @@ from autocomplete import jobs
 from autocomplete.conf import app_settings
 from autocomplete.exporting import neutralise_cell
 from autocomplete.ingest import ingest_parsed, plan_ingest
-from autocomplete.models import Corpus, IndexBuild, IngestJob, QAPair
+from autocomplete.models import ApiKey, Corpus, IndexBuild, IngestJob, QAPair
 from autocomplete.parsing import parse_qa_file
 from autocomplete.uploads import upload_dir
 
@@ -451,3 +452,39 @@ def test_temp_files_of_a_killed_upload_are_cleaned_up(settings, tmp_path: Path) 
     os.utime(left[0], (stale, stale))
     jobs.cleanup_stale_files()
     assert list((var / "upload-tmp").iterdir()) == []
+
+
+def test_an_api_key_is_shown_once_at_creation_and_stored_hashed(admin_client: Client, small_corpus: Corpus) -> None:
+    small_corpus.is_private = True
+    small_corpus.save()
+    response = admin_client.post("/admin/autocomplete/apikey/add/", {"name": "widget", "corpora": [small_corpus.pk]})
+    assert response.status_code == 200
+    page = response.content.decode()
+    key = page.split('id="api-key" type="text" readonly size="60" value="', 1)[1].split('"', 1)[0]
+    assert key.startswith("ac_") and "Copy it now" in page and "shown only this once" in page
+    stored = ApiKey.objects.get()
+    assert stored.key_sha256 == hashlib.sha256(key.encode()).hexdigest() and key.startswith(stored.prefix)
+    assert key not in str(list(ApiKey.objects.values()))
+    assert key not in admin_client.get(f"/admin/autocomplete/apikey/{stored.pk}/change/").content.decode()
+    answer = admin_client.get("/api/suggest", {"q": "password"}, HTTP_AUTHORIZATION=f"Bearer {key}")
+    assert answer.status_code == 200
+
+
+def test_the_api_key_list_and_the_revoke_action(admin_client: Client, small_corpus: Corpus) -> None:
+    api_key = ApiKey.objects.create(name="widget", prefix="ac_abcdef", key_sha256="0" * 64)
+    api_key.corpora.set([small_corpus])
+    listing = admin_client.get("/admin/autocomplete/apikey/").content.decode()
+    for text in ("widget", "ac_abcdef", "small", "Created at", "Last used at", "Revoked"):
+        assert text in listing
+    response = admin_client.post(
+        "/admin/autocomplete/apikey/", {"action": "revoke_action", "_selected_action": [api_key.pk]}, follow=True
+    )
+    assert "1 key(s) revoked: refused here at once, by every other server within 10 s." in response.content.decode()
+    api_key.refresh_from_db()
+    assert api_key.is_revoked
+
+
+def test_the_corpus_admin_shows_and_edits_privacy(admin_client: Client, small_corpus: Corpus) -> None:
+    assert "Private" in admin_client.get("/admin/autocomplete/corpus/").content.decode()
+    form = admin_client.get(f"/admin/autocomplete/corpus/{small_corpus.pk}/change/").content.decode()
+    assert 'name="is_private"' in form

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from django.core.cache import caches
 
 from autocomplete.ingest import ingest_parsed
 from autocomplete.models import Corpus
@@ -76,6 +77,25 @@ def test_type_choose_with_keyboard_and_read_the_answer(browser: Any, live_server
     page.get_by_role("option").first.wait_for()
     box.press("Escape")
     assert box.get_attribute("aria-expanded") == "false"
+    page.close()
+
+
+def test_over_the_rate_limit_the_box_says_so(
+    browser: Any, live_server: Any, served_corpus: Corpus, configure: Callable[..., None]
+) -> None:
+    configure(RATE_LIMIT=True, RATE_LIMIT_PER_SECOND=0.01, RATE_LIMIT_BURST=2)
+    caches["default"].clear()
+    page = browser.new_page()
+    page.goto(live_server.url + "/")
+    box = page.get_by_role("combobox")
+    for text in ("inv", "invoice", "invoices"):  # a pause after each: one request apiece
+        box.fill(text)
+        page.wait_for_timeout(400)
+    alert = page.locator("#suggestions .suggest-error")
+    alert.wait_for()
+    assert alert.inner_text().startswith("Too many requests from your address: wait ")
+    assert box.get_attribute("aria-expanded") == "true"
+    caches["default"].clear()
     page.close()
 
 

@@ -60,6 +60,12 @@
     // A response for an older query must never replace the list for a newer one.
     document.body.addEventListener("htmx:beforeSwap", function (event) {
       if (event.detail.target !== popup) return;
+      // Over the rate limit the server answers 429 with a message for the list: show it.
+      if (event.detail.xhr && event.detail.xhr.status === 429) {
+        event.detail.shouldSwap = true;
+        event.detail.isError = false;
+        return;
+      }
       var match = /data-query="([^"]*)"/.exec(event.detail.serverResponse || "");
       if (match) {
         var holder = document.createElement("textarea");
