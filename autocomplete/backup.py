@@ -104,7 +104,7 @@ def restore_from(directory: Path, *, force: bool = False) -> RestoreReport:
     corpora_here = _corpora_in_database()
     if corpora_here and not force:
         raise BackupError(
-            f"The database already holds {corpora_here} corpora. Stop the server and the workers, then "
+            f"The database already holds corpora ({corpora_here}). Stop the server and the workers, then "
             "run restore again with --force to replace them with the backup."
         )
     _install_index_files(directory, manifest["files"])
@@ -188,7 +188,8 @@ def _engine() -> str:
 def _prepare_directory(directory: Path, *, force: bool) -> None:
     if directory.exists() and not directory.is_dir():
         raise BackupError(f"{directory} is a file: name a folder for the backup.")
-    directory.mkdir(parents=True, exist_ok=True)
+    # The database holds password hashes and session keys: the backup is private to its owner.
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     if not any(directory.iterdir()):
         return
     if not force:
@@ -205,6 +206,7 @@ def _copy_sqlite(target: Path) -> Snapshot:
     source = Path(str(connection.settings_dict["NAME"]))
     if not source.is_file():
         raise BackupError(f"The database {source} does not exist: run `manage.py migrate` first.")
+    os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
     with closing(sqlite3.connect(source, timeout=30)) as src, closing(sqlite3.connect(target)) as dst:
         # One step copies every page under one read transaction: a snapshot of what was committed,
         # taken without blocking writers (WAL), however long an ingest holds its write lock.
@@ -266,9 +268,10 @@ def _copy_index_files(build: Mapping[str, Any], directory: Path) -> list[dict[st
 
 def _copy_file(source: Path, folder: Path) -> dict[str, Any]:
     """Copy a file into `folder`, flushed to disk; its manifest entry (name, size, SHA-256)."""
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     digest, size = hashlib.sha256(), 0
-    with source.open("rb") as reader, (folder / source.name).open("wb") as writer:
+    copy = os.open(folder / source.name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with source.open("rb") as reader, os.fdopen(copy, "wb") as writer:
         while chunk := reader.read(_CHUNK):
             digest.update(chunk)
             writer.write(chunk)

@@ -29,8 +29,7 @@ class Command(BaseCommand):
         size = sum(entry["size"] for entry in manifest["files"])
         self.stdout.write(
             self.style.SUCCESS(
-                f"Backed up {manifest['corpora']} corpora, {manifest['pairs']} pairs and "
-                f"{len(manifest['live_builds'])} live builds ({len(manifest['files'])} files, {size:,} bytes) "
-                f"to {directory}"
+                f"Backed up to {directory}: corpora {manifest['corpora']}, pairs {manifest['pairs']}, live builds "
+                f"{len(manifest['live_builds'])} ({len(manifest['files'])} files, {size:,} bytes)"
             )
         )
