@@ -206,7 +206,7 @@ def _copy_sqlite(target: Path) -> Snapshot:
     source = Path(str(connection.settings_dict["NAME"]))
     if not source.is_file():
         raise BackupError(f"The database {source} does not exist: run `manage.py migrate` first.")
-    os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+    _create_private(target)
     with closing(sqlite3.connect(source, timeout=30)) as src, closing(sqlite3.connect(target)) as dst:
         # One step copies every page under one read transaction: a snapshot of what was committed,
         # taken without blocking writers (WAL), however long an ingest holds its write lock.
@@ -220,6 +220,7 @@ def _copy_sqlite(target: Path) -> Snapshot:
 
 def _dump_postgresql(target: Path) -> Snapshot:
     pg_dump = postgresql_tool("pg_dump")
+    _create_private(target)  # pg_dump keeps the mode of the file it overwrites
     connection.ensure_connection()
     with transaction.atomic(), connection.cursor() as cursor:
         # pg_dump reads the snapshot this transaction exports, so the manifest and the dump agree.
@@ -395,6 +396,10 @@ def _migrate() -> list[str]:
     if plan:
         call_command("migrate", interactive=False, verbosity=0)
     return [f"{migration.app_label}.{migration.name}" for migration, _ in plan]
+
+
+def _create_private(path: Path) -> None:
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
 
 
 def _fsync_file(path: Path) -> None:
