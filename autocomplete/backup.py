@@ -134,7 +134,10 @@ def verified_manifest(directory: Path) -> dict[str, Any]:
     try:
         manifest = json.loads(path.read_bytes())
         version, engine, files = manifest["format"], manifest["engine"], manifest["files"]
-        builds, database = manifest["live_builds"], manifest["database"]
+        builds, database, migrations = manifest["live_builds"], manifest["database"], manifest["migrations"]
+        shapes = [(files, list), (builds, list), (migrations, dict), *((entry, dict) for entry in files + builds)]
+        if not all(isinstance(value, kind) for value, kind in shapes):
+            raise TypeError("unexpected structure")
     except (ValueError, KeyError, TypeError) as exc:
         raise BackupError(f"{MANIFEST} in {directory} is damaged ({exc}). Nothing was changed.") from exc
     if version != BACKUP_FORMAT:

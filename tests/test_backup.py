@@ -280,6 +280,14 @@ def test_a_manifest_cannot_name_files_outside_the_backup(small_corpus: Corpus, t
         restore_from(tmp_path / "backup", force=True)
 
 
+@pytest.mark.parametrize("manifest", ['{"format": 1, "engi', '{"format": 1}', "[]"], ids=["cut", "short", "list"])
+def test_a_damaged_manifest_is_refused(small_corpus: Corpus, tmp_path: Path, manifest: str) -> None:
+    backup_to(tmp_path / "backup")
+    (tmp_path / "backup" / MANIFEST).write_text(manifest)
+    with pytest.raises(BackupError, match=f"{MANIFEST} in .* is damaged"):
+        restore_from(tmp_path / "backup", force=True)
+
+
 def test_a_missing_pg_dump_is_named_with_its_fix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(BackupError, match=r"pg_dump was not found on PATH.*apt-get install postgresql-client"):
