@@ -1,8 +1,9 @@
-"""A fast path for /api/suggest: it needs no session, user, CSRF token or messages.
+"""A fast path for /api/suggest and the health probes: they need no session, user, CSRF token or messages.
 
 Each keystroke is a request, so the middleware that the admin and the pages need would cost on
-every one of them. This middleware sits right after SecurityMiddleware and answers the JSON API
-itself; everything else goes down the usual chain.
+every one of them; a probe polled every few seconds should cost as little. This middleware sits
+right after SecurityMiddleware and answers these paths itself; everything else goes down the
+usual chain.
 """
 
 from __future__ import annotations
@@ -11,9 +12,12 @@ from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
 
-from .views import api_suggest
+from .views import api_suggest, healthz, readyz
 
 FAST_PATHS = frozenset({"/api/suggest"})
+# Orchestrators probe a process by its address, not a served host name, and these answers carry
+# no URL that a forged Host header could poison: the host check is left out for them.
+HEALTH_PATHS: dict[str, Callable[[HttpRequest], HttpResponse]] = {"/healthz": healthz, "/readyz": readyz}
 
 
 class SuggestFastPathMiddleware:
@@ -21,11 +25,15 @@ class SuggestFastPathMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if request.path_info not in FAST_PATHS:
+        probe = HEALTH_PATHS.get(request.path_info)
+        if probe is not None:
+            response = probe(request)
+        elif request.path_info in FAST_PATHS:
+            # CommonMiddleware would have validated the Host header; a bad one still gets its 400.
+            request.get_host()
+            response = api_suggest(request)
+        else:
             return self.get_response(request)
-        # CommonMiddleware would have validated the Host header; a bad one still gets its 400.
-        request.get_host()
-        response = api_suggest(request)
         # What the skipped XFrameOptionsMiddleware would have added.
         response.setdefault("X-Frame-Options", "DENY")
         return response
