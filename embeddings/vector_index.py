@@ -267,11 +267,12 @@ def read_index_header(path: Path) -> IndexHeader:
             size = os.fstat(handle.fileno()).st_size
     except OSError as exc:
         raise _unreadable(path, exc) from exc
-    if size != _PREFIX_LENGTH + header_length + header.payload_bytes:
+    found = size - _PREFIX_LENGTH - header_length
+    if found != header.payload_bytes:
+        state = "truncated" if found < header.payload_bytes else "corrupt"
         raise IndexFileError(
-            f"{path} is truncated: its header promises {header.payload_bytes} payload bytes, the file "
-            f"holds {size - _PREFIX_LENGTH - header_length}.",
-            reason="the index file is truncated",
+            f"{path} is {state}: its header promises {header.payload_bytes} payload bytes, the file holds {found}.",
+            reason=f"the index file is {state}",
         )
     return header
 
@@ -322,10 +323,11 @@ def _split_container(data: bytes, source: str) -> tuple[IndexHeader, bytes]:
     header = _parse_header(data[_PREFIX_LENGTH : _PREFIX_LENGTH + header_length], source)
     payload = data[_PREFIX_LENGTH + header_length :]
     if len(payload) != header.payload_bytes:
+        state = "truncated" if len(payload) < header.payload_bytes else "corrupt"
         raise IndexFileError(
-            f"{source} is truncated: expected {header.payload_bytes} payload bytes, found "
+            f"{source} is {state}: expected {header.payload_bytes} payload bytes, found "
             f"{len(payload)}. Rebuild it (manage.py ingest or reindex).",
-            reason="the index file is truncated",
+            reason=f"the index file is {state}",
         )
     if hashlib.sha256(payload).hexdigest() != header.payload_sha256:
         raise IndexFileError(f"{source} is corrupt: payload checksum mismatch. Rebuild it.")
