@@ -79,7 +79,7 @@ def _database_errors_as_unavailable(function: Callable[_P, _R]) -> Callable[_P, 
         try:
             return function(*args, **kwargs)
         except DatabaseError as exc:
-            logger.error("Database unavailable while answering a search: %s", exc)
+            logger.warning("Database unavailable while answering a search: %s", exc)
             raise ServiceUnavailableError("Suggestions are briefly unavailable; try again in a moment.") from exc
 
     return wrapper
