@@ -14,7 +14,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.views.decorators.http import require_POST
 
-from . import api_keys, jobs
+from . import api_keys, health, jobs
 from .conf import app_settings
 from .encoder_registry import encoder_registry
 from .exporting import corpus_csv_rows
@@ -39,7 +39,16 @@ def _job_url(job: IngestJob) -> str:
 
 @admin.register(Corpus)
 class CorpusAdmin(admin.ModelAdmin[Corpus]):
-    list_display = ["name", "slug", "is_private", "default_encoder", "pair_count", "live_indexes", "updated_at"]
+    list_display = [
+        "name",
+        "slug",
+        "is_private",
+        "default_encoder",
+        "pair_count",
+        "live_indexes",
+        "index_health",
+        "updated_at",
+    ]
     list_filter = ["is_private"]
     prepopulated_fields = {"slug": ["name"]}
     search_fields = ["name", "slug"]
@@ -56,6 +65,11 @@ class CorpusAdmin(admin.ModelAdmin[Corpus]):
         live = corpus.index_builds.filter(is_live=True).values_list("encoder", flat=True)
         return ", ".join(sorted(live)) or "—"
 
+    @admin.display(description="Index health")
+    def index_health(self, corpus: Corpus) -> str:
+        problems = health.corpus_index_problems(corpus)
+        return "; ".join(f"{encoder}: needs re-index ({problem})" for encoder, problem in problems.items()) or "ok"
+
     def get_urls(self) -> list[URLPattern]:
         view = self.admin_site.admin_view
         return [
@@ -70,6 +84,14 @@ class CorpusAdmin(admin.ModelAdmin[Corpus]):
         history = IngestJob.objects.filter(corpus_id=object_id).exclude(status=IngestJob.Status.PREVIEW)
         jobs.refresh_running_jobs(history)
         history = history[:50]
+        corpus = self.get_object(request, object_id)
+        if request.method == "GET" and corpus is not None:
+            for encoder, problem in health.corpus_index_problems(corpus).items():
+                messages.warning(
+                    request,
+                    f"The {encoder} index needs a re-index: {problem}. Choose “Re-index selected corpora with an "
+                    "encoder” on the corpus list to repair it.",
+                )
         return super().change_view(request, object_id, form_url, {**(extra_context or {}), "job_history": history})
 
     def _context(self, request: HttpRequest, title: str, **extra: Any) -> dict[str, Any]:

@@ -7,7 +7,10 @@ one, read back and verified, then switched live by one row update in the caller'
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
+import os
 import time
 import uuid
 from collections.abc import Sequence
@@ -34,6 +37,21 @@ KEEP_SUPERSEDED_FILES = 2
 ORPHAN_AGE_SECONDS = 3600
 
 
+class IndexWriteError(Exception):
+    """A new index file could not be written; the message says why in words, without paths."""
+
+
+def _write_failure(exc: OSError) -> IndexWriteError:
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        why = "the index directory (AUTOCOMPLETE_INDEX_DIR) is not writable; make it writable"
+    elif exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        why = "the disk holding the index directory (AUTOCOMPLETE_INDEX_DIR) is full; free some space"
+    else:
+        words = os.strerror(exc.errno).lower() if exc.errno else str(exc) or type(exc).__name__
+        why = f"the index directory (AUTOCOMPLETE_INDEX_DIR) cannot be written ({words}); check it"
+    return IndexWriteError(f"The new index file could not be written: {why}, then build it again.")
+
+
 def build_index(
     corpus: Corpus,
     encoder: Encoder,
@@ -49,7 +67,6 @@ def build_index(
     and the live index change together or not at all.
     """
     started = time.perf_counter()
-    remove_orphan_files()
     conf = app_settings()
     spec = encoder.spec
     file_name = f"{corpus.slug}--{spec.key}--{uuid.uuid4().hex[:12]}.faiss"
@@ -66,19 +83,27 @@ def build_index(
             hnsw=conf.hnsw,
         )
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vector-index") as builder:
-        # faiss builds the graph outside the GIL while this thread prepares the lexical index
-        # that serving processes will load. A failed build leaves that file an orphan, removed
-        # with the others.
-        building = builder.submit(build_vectors)
-        lexical_index_for(file_name, ids, questions)
-        index = building.result()
-    path = conf.index_dir / file_name
-    checksum = index.save(path)
-    verified = VectorIndex.load(path, encoder=spec.key, dimension=spec.dimension)
-    if verified.count != len(ids):
-        path.unlink(missing_ok=True)
-        raise IndexFileError(f"{path} holds {verified.count} vectors after saving {len(ids)}.")
+    try:
+        remove_orphan_files()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vector-index") as builder:
+            # faiss builds the graph outside the GIL while this thread prepares the lexical index
+            # that serving processes will load.
+            building = builder.submit(build_vectors)
+            lexical_index_for(file_name, ids, questions)
+            index = building.result()
+        path = conf.index_dir / file_name
+        checksum = index.save(path)
+        verified = VectorIndex.load(path, encoder=spec.key, dimension=spec.dimension)
+        if verified.count != len(ids):
+            raise IndexFileError(f"{path} holds {verified.count} vectors after saving {len(ids)}.")
+    except BaseException as exc:
+        # Nothing of a failed build stays behind: the live index is the one before.
+        with contextlib.suppress(OSError):
+            delete_index_file(file_name)
+        if isinstance(exc, OSError):
+            logger.error("Index %s could not be written: %s", file_name, exc)
+            raise _write_failure(exc) from exc
+        raise
     if progress:
         progress("indexed", len(ids), len(ids))
     build = make_live(
@@ -149,7 +174,8 @@ def load_live_index(build: LiveBuild) -> VectorIndex:
     )
     if index.count != build.vector_count:
         raise IndexFileError(
-            f"{build.file_name} holds {index.count} vectors; the database recorded {build.vector_count}."
+            f"{build.file_name} holds {index.count} vectors; the database recorded {build.vector_count}.",
+            reason="the index file does not match what the database recorded",
         )
     return index
 

@@ -1,15 +1,20 @@
 """Which corpora exist and which index build is live for each encoder, as a serving process sees them.
 
 Re-read from the database at most every `catalog_ttl_seconds`, so several servers sharing the
-database agree on a switch of live index within seconds, and a keystroke costs no query.
+database agree on a switch of live index within seconds, and a keystroke costs no query. While the
+database cannot be reached, the last snapshot keeps serving and every request past the TTL tries
+the database again: a failed read is never kept.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
+
+from django.db import DatabaseError
 
 from .conf import app_settings
 from .models import Corpus, IndexBuild
@@ -56,8 +61,11 @@ class Catalog:
         return {slug: entry for slug, entry in self.corpora.items() if not entry.is_private}
 
 
+logger = logging.getLogger(__name__)
+
 _catalog: Catalog | None = None
 _catalog_lock = threading.Lock()
+_database_lost = False  # so an outage is logged once, not on every keystroke
 
 
 def catalog() -> Catalog:
@@ -69,8 +77,26 @@ def catalog() -> Catalog:
         return current
     with _catalog_lock:
         if _catalog is None or time.monotonic() - _catalog.loaded_at >= ttl:
-            _catalog = _read_catalog()
+            _catalog = _reread(_catalog)
         return _catalog
+
+
+def _reread(previous: Catalog | None) -> Catalog:
+    """A fresh snapshot; the previous one while the database is away (none: the error goes up)."""
+    global _database_lost
+    try:
+        fresh = _read_catalog()
+    except DatabaseError as exc:
+        if not _database_lost:
+            logger.error("The database cannot be reached (%s): corpora known before keep answering.", exc)
+        _database_lost = True
+        if previous is None:
+            raise
+        return previous
+    if _database_lost:
+        logger.warning("The database is back; the catalog is current again.")
+    _database_lost = False
+    return fresh
 
 
 def invalidate_catalog() -> None:

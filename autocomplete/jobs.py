@@ -22,7 +22,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 from django_tasks import task
 
-from .builds import remove_orphan_files
+from .builds import IndexWriteError, remove_orphan_files
 from .conf import app_settings
 from .ingest import Plan, ingest_mode, ingest_parsed, plan_ingest, reindex, withheld_removal_note
 from .models import Corpus, IngestJob
@@ -231,8 +231,8 @@ def execute_job(job_id: int) -> str:
         _finish(
             job,
             Status.FAILED,
-            error=f"{type(exc).__name__}: {exc}. The corpus and its live index are as "
-            "before; fix the cause and run the job again.",
+            error=f"{_failure_text(exc)} The corpus and its live index are as before; fix the cause and run "
+            "the job again.",
         )
         return Status.FAILED
     report["duration_seconds"] = round(time.monotonic() - started, 2)
@@ -240,6 +240,13 @@ def execute_job(job_id: int) -> str:
     delete_upload(job.stored_file)
     _finish(job, Status.SUCCEEDED, stored_file="", report=report, stage="done")
     return Status.SUCCEEDED
+
+
+def _failure_text(exc: Exception) -> str:
+    """Why a job failed, for the admin: an error that explains itself as it is, any other with its kind."""
+    if isinstance(exc, IndexWriteError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}."
 
 
 def _run_upload(job: IngestJob, tracker: ProgressTracker) -> dict[str, Any]:

@@ -1,9 +1,10 @@
-"""A fast path for /api/suggest: it needs no session, user, CSRF token or messages.
+"""A fast path for /api/suggest and the health probes: they need no session, user, CSRF token or messages.
 
 Each keystroke is a request, so the middleware that the admin and the pages need would cost on
-every one of them. This middleware sits right after SecurityMiddleware and answers the JSON API
-itself (CORS and the rate limit included); it also applies the rate limit to the search box's
-partial, before the session and auth work, and passes everything else down the usual chain.
+every one of them; a probe polled every few seconds should cost as little. This middleware sits
+right after SecurityMiddleware and answers the JSON API itself (CORS and the rate limit included)
+and the probes; it also applies the rate limit to the search box's partial, before the session and
+auth work, and passes everything else down the usual chain.
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ from django.http import HttpRequest, HttpResponse
 
 from .cors import is_preflight, preflight_response, with_cors_headers
 from .rate_limit import seconds_until_allowed
-from .views import api_rate_limited, api_suggest, partial_rate_limited
+from .views import api_rate_limited, api_suggest, healthz, partial_rate_limited, readyz
 
 API_PATH = "/api/suggest"
 PARTIAL_PATH = "/suggest"
+# Orchestrators probe a process by its address, not a served host name, and these answers carry
+# no URL that a forged Host header could poison: the host check is left out for them.
+HEALTH_PATHS: dict[str, Callable[[HttpRequest], HttpResponse]] = {"/healthz": healthz, "/readyz": readyz}
 
 
 class SuggestFastPathMiddleware:
@@ -26,7 +30,10 @@ class SuggestFastPathMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         path = request.path_info
-        if path == API_PATH:
+        probe = HEALTH_PATHS.get(path)
+        if probe is not None:
+            response = probe(request)
+        elif path == API_PATH:
             # CommonMiddleware would have validated the Host header; a bad one still gets its 400.
             request.get_host()
             response = with_cors_headers(request, self._api(request))

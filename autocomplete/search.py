@@ -6,15 +6,19 @@ so answering a keystroke touches neither the disk nor the database.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import logging
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import ParamSpec, TypeVar
 
 import numpy as np
 from django.core.cache import caches
+from django.db import DatabaseError
 
 from embeddings.encoders import Encoder, EncoderError, EncoderSpec
 from embeddings.lexical import LexicalIndex
@@ -28,7 +32,9 @@ from .catalog import CorpusEntry, LiveBuild, catalog, invalidate_catalog
 from .conf import app_settings
 from .encoder_registry import encoder_registry
 from .lexical_store import lexical_index_for
-from .models import QAPair
+from .models import IndexBuild, QAPair
+
+logger = logging.getLogger(__name__)
 
 
 class SearchError(Exception):
@@ -50,7 +56,37 @@ class EncoderNotIndexedError(SearchError):
 
 
 class IndexUnavailableError(SearchError):
+    """A corpus cannot answer here; `reason` says why in words, without server paths."""
+
     status = 503
+
+    def __init__(self, message: str, *, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message
+
+
+class ServiceUnavailableError(SearchError):
+    """The database cannot be reached; the request may succeed in a moment."""
+
+    status = 503
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _database_errors_as_unavailable(function: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Turn a database outage into a 503 the visitor can retry, never a 500."""
+
+    @functools.wraps(function)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return function(*args, **kwargs)
+        except DatabaseError as exc:
+            logger.warning("Database unavailable while answering a search: %s", exc)
+            raise ServiceUnavailableError("Suggestions are briefly unavailable; try again in a moment.") from exc
+
+    return wrapper
 
 
 @dataclass(frozen=True)
@@ -184,12 +220,25 @@ def embed_query(encoder: Encoder, query: str) -> np.ndarray:
 _spaces: OrderedDict[int, SearchSpace] = OrderedDict()
 _spaces_lock = threading.Lock()
 MAX_CACHED_SPACES = 8
+# Builds whose file could not be loaded: the file's identity then, and the visitor's message. A
+# request for a broken corpus is answered from here, not by reading the file again, until the
+# file changes (restored from a backup) or a re-index makes another build live.
+_failed: dict[int, tuple[tuple[int, int, int] | None, str]] = {}
+
+
+def _index_unavailable(reason: str) -> IndexUnavailableError:
+    return IndexUnavailableError(
+        f"The index of this corpus cannot be loaded: {reason}. An administrator can repair it by re-indexing "
+        "the corpus.",
+        reason=reason,
+    )
 
 
 def forget_loaded() -> None:
     """Drop this process's loaded search spaces and catalog: the next request reads them afresh."""
     with _spaces_lock:
         _spaces.clear()
+        _failed.clear()
     invalidate_catalog()
 
 
@@ -198,7 +247,8 @@ def loaded_spaces() -> dict[int, SearchSpace]:
     return dict(_spaces)
 
 
-def _space_for(build: LiveBuild) -> SearchSpace:
+def live_space(build: LiveBuild) -> SearchSpace:
+    """The loaded search space of a live build, loaded on first use; IndexUnavailableError if it cannot be."""
     space = _spaces.get(build.id)
     if space is not None:
         return space
@@ -212,11 +262,36 @@ def _space_for(build: LiveBuild) -> SearchSpace:
     return space
 
 
+def load_failure(build: LiveBuild | IndexBuild) -> str | None:
+    """Why this process could not load the build's file, while that file is unchanged; else None."""
+    failed = _failed.get(build.id)
+    if failed is None or failed[0] != _file_identity(build):
+        return None
+    return failed[1]
+
+
+def _file_identity(build: LiveBuild | IndexBuild) -> tuple[int, int, int] | None:
+    try:
+        stat = (app_settings().index_dir / build.file_name).stat()
+    except OSError:
+        return None
+    return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
 def _load_space(build: LiveBuild) -> SearchSpace:
+    known = load_failure(build)
+    if known is not None:
+        raise _index_unavailable(known)
+    identity = _file_identity(build)
     try:
         index = load_live_index(build)
     except (IndexFileError, IndexMismatchError) as exc:
-        raise IndexUnavailableError(f"The index for this corpus cannot be loaded: {exc}") from exc
+        # The log gets the file's path; the visitor gets what is wrong and who can fix it.
+        logger.error("The %s index of corpus #%d cannot be loaded: %s", build.encoder, build.corpus_id, exc)
+        reason = exc.reason if isinstance(exc, IndexFileError) else "the index file belongs to another encoder"
+        _failed[build.id] = (identity, reason)
+        raise _index_unavailable(reason) from exc
+    _failed.pop(build.id, None)
     rows = (
         QAPair.objects.filter(corpus_id=build.corpus_id).order_by("id").values_list("id", "question", "answer", "url")
     )
@@ -227,6 +302,13 @@ def _load_space(build: LiveBuild) -> SearchSpace:
     )
 
 
+@_database_errors_as_unavailable
+def corpus_list() -> list[CorpusEntry]:
+    """Every public corpus, by name, as the page's selectors offer them."""
+    return list(catalog().public.values())
+
+
+@_database_errors_as_unavailable
 def resolve_corpus(slug: str | None, *, public_only: bool = False) -> CorpusEntry:
     """The corpus a request names, or the one to serve when it names none.
 
@@ -266,20 +348,30 @@ def resolve_encoder(entry: CorpusEntry, key: str | None) -> tuple[str, bool]:
     return serving, serving != entry.default_encoder
 
 
+@_database_errors_as_unavailable
 def suggestions_for(query: str, *, corpus: str | None = None, k: int = 5, encoder: str | None = None) -> SuggestResult:
     """Suggestions for what the visitor has typed so far."""
     started = time.perf_counter()
     entry = resolve_corpus(corpus)
     key, is_fallback = resolve_encoder(entry, encoder)
-    registry = encoder_registry()
-    spec = registry.spec(key)
+    spec, model = _serving_encoder(entry, key, load=bool(query.strip()))
     suggestions: list[Suggestion] = []
-    if query.strip():
-        space = _space_for(entry.live[key])
-        try:
-            model = registry.get(key)
-        except EncoderError as exc:
-            raise IndexUnavailableError(str(exc)) from exc
+    if model is not None:
+        space = live_space(entry.live[key])
         suggestions = rank(space, query, embed=lambda text: embed_query(model, text), k=k)
     took_ms = (time.perf_counter() - started) * 1000
     return SuggestResult(query, entry, spec, suggestions, round(took_ms, 2), is_fallback)
+
+
+def _serving_encoder(entry: CorpusEntry, key: str, *, load: bool) -> tuple[EncoderSpec, Encoder | None]:
+    """The encoder's spec, and the loaded encoder when `load`; a 503 without server paths when it cannot be."""
+    registry = encoder_registry()
+    try:
+        return registry.spec(key), registry.get(key) if load else None
+    except EncoderError as exc:
+        # The message names model directories: the log keeps it, the visitor gets what is wrong.
+        logger.error("Encoder %s cannot serve corpus %s: %s", key, entry.slug, exc)
+        raise IndexUnavailableError(
+            f"The encoder '{key}' cannot be loaded on this server, so this corpus cannot answer right now; "
+            "an administrator can see why in the server log."
+        ) from exc

@@ -8,4 +8,6 @@ urlpatterns = [
     path("", views.search_page, name="search"),
     path("suggest", views.suggest_partial, name="suggest"),
     path("api/suggest", views.api_suggest, name="api-suggest"),
+    path("healthz", views.healthz, name="healthz"),
+    path("readyz", views.readyz, name="readyz"),
 ]

@@ -7,15 +7,17 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
-from django.views.decorators.http import require_GET
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_safe
 from django_htmx.middleware import HtmxDetails
 
+from . import health
 from .api_keys import AccessError, require_access
-from .catalog import CorpusEntry, catalog
+from .catalog import CorpusEntry
 from .conf import app_settings
 from .encoder_registry import encoder_registry
 from .forms import SuggestForm
-from .search import SearchError, SuggestResult, resolve_corpus, suggestions_for
+from .search import SearchError, SuggestResult, corpus_list, resolve_corpus, suggestions_for
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -32,7 +34,7 @@ def _encoder_choices(entry: CorpusEntry) -> list[tuple[str, str]]:
 def _page_context(form: SuggestForm) -> dict[str, Any]:
     """Selectors for the page: every public corpus, and the encoders the chosen one is indexed with."""
     data = form.cleaned_data if form.is_valid() else {}
-    corpora = list(catalog().public.values())
+    corpora = corpus_list()
     try:
         entry: CorpusEntry | None = resolve_corpus(data.get("corpus") or None, public_only=True)
     except SearchError:
@@ -59,15 +61,16 @@ def _suggest(form: SuggestForm, *, public_only: bool = True, authorization: str 
 def search_page(request: HttpRequest) -> HttpResponse:
     """The search box; with `q` (a submit without JavaScript) it also shows the results."""
     form = SuggestForm(request.GET)
-    context = _page_context(form)
+    context: dict[str, Any] = {"form": form, "max_query_length": app_settings().max_query_length}
     status = 200
-    if form.is_valid() and form.cleaned_data["q"].strip():
-        try:
+    try:
+        context |= _page_context(form)
+        if not form.is_valid():
+            context["error"], status = form.error_message(), 400
+        elif form.cleaned_data["q"].strip():
             context["result"] = _suggest(form)
-        except SearchError as exc:
-            context["error"], status = str(exc), exc.status
-    elif not form.is_valid():
-        context["error"], status = form.error_message(), 400
+    except SearchError as exc:
+        context["error"], status = str(exc), exc.status
     return render(request, "autocomplete/search.html", context, status=status)
 
 
@@ -137,3 +140,18 @@ def partial_rate_limited(retry_after: int) -> HttpResponse:
     response = HttpResponse(render_to_string("autocomplete/_suggestions.html", context), status=429)
     response["Retry-After"] = str(retry_after)
     return response
+
+
+@never_cache
+@require_safe
+def healthz(request: HttpRequest) -> JsonResponse:
+    """Liveness: the process answers; no database, no model."""
+    return JsonResponse(health.liveness())
+
+
+@never_cache
+@require_safe
+def readyz(request: HttpRequest) -> JsonResponse:
+    """Readiness: 200 when every live corpus can be served here, else 503 with the reason."""
+    readiness = health.readiness()
+    return JsonResponse(readiness.as_json(), status=200 if readiness.ready else 503)

@@ -7,6 +7,7 @@ same code serves the demo, the test suite and a deployment. The app's own settin
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -116,14 +117,30 @@ CACHES = {
     },
 }
 
+
+def _not_a_deliberate_503(record: logging.LogRecord) -> bool:
+    # A 503 is an answer the app chose (a corpus or the database unavailable); its cause is logged
+    # once where it is found, not again for every keystroke that meets it.
+    return getattr(record, "status_code", None) != 503
+
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "filters": {"no_deliberate_503": {"()": "django.utils.log.CallbackFilter", "callback": _not_a_deliberate_503}},
     "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "loggers": {
         "autocomplete": {"handlers": ["stderr"], "level": "INFO"},
         "embeddings": {"handlers": ["stderr"], "level": "INFO"},
+        # Every 500, with its traceback, whatever DEBUG says (Django's default prints it only in
+        # debug mode and otherwise mails ADMINS, which is empty here).
+        "django.request": {
+            "handlers": ["stderr"],
+            "level": "ERROR",
+            "filters": ["no_deliberate_503"],
+            "propagate": False,
+        },
     },
 }
 

@@ -30,7 +30,15 @@ _HEADER_LENGTH = struct.Struct("<I")
 
 
 class IndexFileError(Exception):
-    """An index file is missing, truncated, corrupt or of an unknown format."""
+    """An index file is missing, unreadable, truncated, corrupt or of an unknown format.
+
+    The message names the file for the server log; `reason` says what is wrong without any path,
+    fit to show to a visitor.
+    """
+
+    def __init__(self, message: str, *, reason: str = "the index file is corrupt") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class IndexMismatchError(ValueError):
@@ -188,15 +196,18 @@ class VectorIndex:
     ) -> VectorIndex:
         """Parse and verify a container; `encoder`/`dimension` must match when given."""
         header, payload = _split_container(data, source)
-        if encoder is not None and header["encoder"] != encoder:
-            raise IndexMismatchError(f"{source} was built by encoder '{header['encoder']}', not '{encoder}'.")
-        if dimension is not None and header["dimension"] != dimension:
-            raise IndexMismatchError(f"{source} holds {header['dimension']}-d vectors, expected {dimension}.")
-        faiss_index = faiss.deserialize_index(np.frombuffer(payload, dtype=np.uint8))
-        index = cls(faiss_index, encoder=header["encoder"], kind=header["kind"])
-        if index.count != header["count"] or index.dimension != header["dimension"]:
+        if encoder is not None and header.encoder != encoder:
+            raise IndexMismatchError(f"{source} was built by encoder '{header.encoder}', not '{encoder}'.")
+        if dimension is not None and header.dimension != dimension:
+            raise IndexMismatchError(f"{source} holds {header.dimension}-d vectors, expected {dimension}.")
+        try:
+            faiss_index = faiss.deserialize_index(np.frombuffer(payload, dtype=np.uint8))
+        except RuntimeError as exc:  # faiss reports a payload it cannot parse this way
+            raise IndexFileError(f"{source} is corrupt: faiss cannot read it ({exc}).") from exc
+        index = cls(faiss_index, encoder=header.encoder, kind=header.kind)
+        if index.count != header.count or index.dimension != header.dimension:
             raise IndexFileError(
-                f"{source} is corrupt: header says {header['count']} x {header['dimension']}, "
+                f"{source} is corrupt: header says {header.count} x {header.dimension}, "
                 f"payload holds {index.count} x {index.dimension}."
             )
         graph = index._graph()
@@ -222,32 +233,103 @@ class VectorIndex:
         """Read and verify an index file."""
         try:
             data = Path(path).read_bytes()
-        except FileNotFoundError as exc:
-            raise IndexFileError(f"Index file {path} does not exist.") from exc
+        except OSError as exc:
+            raise _unreadable(path, exc) from exc
         return cls.from_bytes(data, source=str(path), encoder=encoder, dimension=dimension, ef_search=ef_search)
 
 
-def _split_container(data: bytes, source: str) -> tuple[dict[str, Any], bytes]:
-    if not data.startswith(MAGIC):
-        raise IndexFileError(f"{source} is not a semantic-autocomplete index file.")
-    offset = len(MAGIC)
-    if len(data) < offset + _HEADER_LENGTH.size:
-        raise IndexFileError(f"{source} is truncated (no header).")
-    (header_length,) = _HEADER_LENGTH.unpack_from(data, offset)
-    offset += _HEADER_LENGTH.size
+@dataclass(frozen=True)
+class IndexHeader:
+    """What an index file says about itself, read without loading its vectors."""
+
+    encoder: str
+    dimension: int
+    count: int
+    kind: str
+    payload_bytes: int
+    payload_sha256: str
+
+
+_PREFIX_LENGTH = len(MAGIC) + _HEADER_LENGTH.size
+
+
+def read_index_header(path: Path) -> IndexHeader:
+    """Check an index file cheaply: readable, a known format, and exactly as long as its header says.
+
+    Reads a few hundred bytes, never the vectors: a truncated or missing file is found; a corrupt
+    payload of the right length is found only by `VectorIndex.load`, which checks its checksum.
+    """
     try:
-        header = json.loads(data[offset : offset + header_length])
-    except ValueError as exc:
-        raise IndexFileError(f"{source} is truncated or corrupt (unreadable header).") from exc
-    if header.get("version") != FORMAT_VERSION:
-        raise IndexFileError(f"{source} has format version {header.get('version')}, expected 1.")
-    payload = data[offset + header_length :]
-    if len(payload) != header["payload_bytes"]:
+        with Path(path).open("rb") as handle:
+            prefix = handle.read(_PREFIX_LENGTH)
+            header_length = _header_length(prefix, str(path))
+            header = _parse_header(handle.read(header_length), str(path))
+            size = os.fstat(handle.fileno()).st_size
+    except OSError as exc:
+        raise _unreadable(path, exc) from exc
+    found = size - _PREFIX_LENGTH - header_length
+    if found != header.payload_bytes:
+        state = "truncated" if found < header.payload_bytes else "corrupt"
         raise IndexFileError(
-            f"{source} is truncated: expected {header['payload_bytes']} payload bytes, found "
-            f"{len(payload)}. Rebuild it (manage.py ingest or reindex)."
+            f"{path} is {state}: its header promises {header.payload_bytes} payload bytes, the file holds {found}.",
+            reason=f"the index file is {state}",
         )
-    if hashlib.sha256(payload).hexdigest() != header["payload_sha256"]:
+    return header
+
+
+def _unreadable(path: Path, exc: OSError) -> IndexFileError:
+    if isinstance(exc, FileNotFoundError):
+        return IndexFileError(f"Index file {path} does not exist.", reason="the index file is missing")
+    words = os.strerror(exc.errno).lower() if exc.errno else str(exc) or type(exc).__name__
+    return IndexFileError(f"Index file {path} cannot be read: {exc}", reason=f"the index file cannot be read ({words})")
+
+
+def _header_length(prefix: bytes, source: str) -> int:
+    if not prefix.startswith(MAGIC):
+        raise IndexFileError(
+            f"{source} is not a semantic-autocomplete index file.",
+            reason="the index file is not in the format of this application",
+        )
+    if len(prefix) < _PREFIX_LENGTH:
+        raise IndexFileError(f"{source} is truncated (no header).", reason="the index file is truncated")
+    (length,) = _HEADER_LENGTH.unpack_from(prefix, len(MAGIC))
+    return int(length)
+
+
+def _parse_header(raw: bytes, source: str) -> IndexHeader:
+    try:
+        header = json.loads(raw)
+        if header.get("version") != FORMAT_VERSION:
+            raise IndexFileError(
+                f"{source} has format version {header.get('version')}, expected {FORMAT_VERSION}.",
+                reason="the index file has an unknown format version",
+            )
+        return IndexHeader(
+            encoder=str(header["encoder"]),
+            dimension=int(header["dimension"]),
+            count=int(header["count"]),
+            kind=str(header["kind"]),
+            payload_bytes=int(header["payload_bytes"]),
+            payload_sha256=str(header["payload_sha256"]),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise IndexFileError(
+            f"{source} is truncated or corrupt (unreadable header).", reason="the index file is truncated or corrupt"
+        ) from exc
+
+
+def _split_container(data: bytes, source: str) -> tuple[IndexHeader, bytes]:
+    header_length = _header_length(data[:_PREFIX_LENGTH], source)
+    header = _parse_header(data[_PREFIX_LENGTH : _PREFIX_LENGTH + header_length], source)
+    payload = data[_PREFIX_LENGTH + header_length :]
+    if len(payload) != header.payload_bytes:
+        state = "truncated" if len(payload) < header.payload_bytes else "corrupt"
+        raise IndexFileError(
+            f"{source} is {state}: expected {header.payload_bytes} payload bytes, found "
+            f"{len(payload)}. Rebuild it (manage.py ingest or reindex).",
+            reason=f"the index file is {state}",
+        )
+    if hashlib.sha256(payload).hexdigest() != header.payload_sha256:
         raise IndexFileError(f"{source} is corrupt: payload checksum mismatch. Rebuild it.")
     return header, payload
 

@@ -15,7 +15,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from autocomplete import embedding_store
-from autocomplete.builds import KEEP_SUPERSEDED_FILES, remove_orphan_files
+from autocomplete.builds import KEEP_SUPERSEDED_FILES, IndexWriteError, remove_orphan_files
 from autocomplete.conf import app_settings
 from autocomplete.encoder_registry import encoder_registry
 from autocomplete.ingest import ingest_parsed, plan_ingest, reindex, withheld_removal_note
@@ -118,7 +118,7 @@ def test_a_failed_build_leaves_pairs_and_live_index_intact(
         raise OSError("disk full")
 
     monkeypatch.setattr(VectorIndex, "save", broken_save)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(IndexWriteError, match="disk full"):
         ingest_parsed(small_corpus, parsed(SMALL_FAQ[:2]), mode="replace", encoder_key="minilm")
     assert QAPair.objects.filter(corpus=small_corpus).count() == 10
     assert IndexBuild.objects.get(corpus=small_corpus, is_live=True) == live

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from embeddings import vector_index as index_module
-from embeddings.vector_index import IndexFileError, IndexMismatchError, VectorIndex
+from embeddings.vector_index import IndexFileError, IndexMismatchError, VectorIndex, read_index_header
 
 
 def unit_vectors(n: int, dim: int = 384, seed: int = 0) -> np.ndarray:
@@ -163,3 +163,21 @@ def test_index_files_of_the_earlier_float_graph_still_load(tmp_path: Path) -> No
     assert loaded.kind == "hnsw"
     assert loaded.ef_search == 32
     assert loaded.search(vectors[7], 1)[0][0] == 107
+
+
+def test_the_header_alone_tells_a_truncated_or_grown_file(tmp_path: Path) -> None:
+    index, _ = build()
+    path = tmp_path / "a.faiss"
+    index.save(path)
+    header = read_index_header(path)
+    assert (header.encoder, header.dimension, header.count, header.kind) == ("minilm", 384, index.count, "flat")
+    data = path.read_bytes()
+    for damaged, reason in ((data[:-1], "truncated"), (data + b"x", "corrupt"), (b"junk", "not in the format")):
+        path.write_bytes(damaged)
+        with pytest.raises(IndexFileError) as raised:
+            read_index_header(path)
+        assert reason in raised.value.reason and str(tmp_path) not in raised.value.reason
+    path.unlink()
+    with pytest.raises(IndexFileError, match="does not exist") as raised:
+        read_index_header(path)
+    assert raised.value.reason == "the index file is missing"

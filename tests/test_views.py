@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.db import OperationalError, connection
 from django.test import Client
 
 from autocomplete.catalog import invalidate_catalog
@@ -11,7 +12,7 @@ from autocomplete.encoder_registry import encoder_registry
 from autocomplete.ingest import ingest_parsed
 from autocomplete.models import Corpus, IndexBuild
 from autocomplete.parsing import parse_qa_file
-from autocomplete.search import SearchSpace, rank
+from autocomplete.search import SearchSpace, forget_loaded, rank
 from embeddings.encoders import EncoderUnavailableError
 from embeddings.vector_index import VectorIndex
 
@@ -118,7 +119,9 @@ def test_unloadable_encoder_is_503(client: Client, small_corpus: Corpus, monkeyp
 
     monkeypatch.setattr(encoder_registry(), "get", unavailable)
     response = client.get("/api/suggest", {"q": "password"})
-    assert (response.status_code, response.json()) == (503, {"error": "weights gone"})
+    assert response.status_code == 503
+    assert response.json()["error"].startswith("The encoder 'minilm' cannot be loaded on this server")
+    assert "weights gone" not in response.json()["error"]  # the details, paths included, are for the log
 
 
 def test_identical_question_texts_are_never_suggested_twice(minilm) -> None:
@@ -191,3 +194,31 @@ def test_suggest_form_shares_its_fields_and_still_validates_each_request_alone()
     assert not bad.is_valid() and good.is_valid()
     assert good.cleaned_data == {"q": "refund", "corpus": "", "encoder": "", "k": 3}
     assert bad.error_message() == "k: Ensure this value is less than or equal to 20."
+
+
+def database_down(*args: object) -> None:
+    raise OperationalError("could not connect to server: Connection refused")
+
+
+def test_a_database_outage_gives_503s_not_500s_and_service_resumes(client: Client, small_corpus: Corpus) -> None:
+    forget_loaded()  # a process that has loaded nothing yet needs the database for everything
+    with connection.execute_wrapper(database_down):
+        api = client.get("/api/suggest", {"q": "password"})
+        partial = client.get("/suggest", {"q": "password"}, HTTP_HX_REQUEST="true")
+        page = client.get("/", {"q": "password"})
+        empty_page = client.get("/")
+    message = "Suggestions are briefly unavailable; try again in a moment."
+    assert (api.status_code, api.json()) == (503, {"error": message})
+    assert partial.status_code == 200 and message in partial.content.decode()
+    assert page.status_code == 503 and message in page.content.decode()
+    assert empty_page.status_code == 503
+    assert client.get("/api/suggest", {"q": "password"}).status_code == 200
+    assert "How do I reset my password?" in client.get("/", {"q": "password"}).content.decode()
+
+
+def test_corpora_already_loaded_keep_answering_through_an_outage(client: Client, small_corpus: Corpus) -> None:
+    assert client.get("/api/suggest", {"q": "password"}).status_code == 200
+    with connection.execute_wrapper(database_down):
+        response = client.get("/api/suggest", {"q": "cancel my plan"})
+    assert response.status_code == 200
+    assert response.json()["suggestions"][0]["question"] == "How do I cancel my subscription?"

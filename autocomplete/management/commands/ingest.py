@@ -8,6 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.text import slugify
 
+from autocomplete.builds import IndexWriteError
 from autocomplete.conf import app_settings
 from autocomplete.ingest import ingest_parsed
 from autocomplete.models import Corpus
@@ -50,7 +51,7 @@ class Command(BaseCommand):
             report = ingest_parsed(
                 corpus, parsed, encoder_key=options["encoder"], mode="replace" if options["replace"] else "merge"
             )
-        except EncoderError as exc:
+        except (EncoderError, IndexWriteError) as exc:
             if created:
                 corpus.delete()
             raise CommandError(str(exc)) from exc

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from autocomplete.builds import IndexWriteError
 from autocomplete.ingest import reindex
 from autocomplete.models import Corpus
 from embeddings.encoders import EncoderError
@@ -24,7 +25,7 @@ class Command(BaseCommand):
             raise CommandError(f"Unknown corpus '{options['corpus']}'.")
         try:
             build = reindex(corpus, encoder_key=options["encoder"])
-        except EncoderError as exc:
+        except (EncoderError, IndexWriteError) as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(
             self.style.SUCCESS(f"{corpus.slug}/{build.encoder}: {build.vector_count} vectors ({build.kind}) live")
