@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import User
 from django.test import Client
 
 from autocomplete.models import Corpus
@@ -154,3 +155,80 @@ def test_templates_hold_no_inline_script_style_or_event_handler() -> None:
         for match in inline.finditer(path.read_text(encoding="utf-8"))
     ]
     assert offenders == []
+
+
+# Admin sign-in throttling (django-axes, with the limits in config/settings.py)
+
+
+@pytest.fixture
+def admin_user(db: None) -> User:
+    return User.objects.create_superuser("admin", password="correct horse")
+
+
+def sign_in(client: Client, username: str, password: str, address: str = "203.0.113.7") -> Any:
+    """The admin's own login form, fetched and posted back filled in, as a browser does."""
+    form = client.get(LOGIN_URL, REMOTE_ADDR=address).content.decode()
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form)
+    assert token is not None
+    fields = {"csrfmiddlewaretoken": token.group(1), "username": username, "password": password}
+    return client.post(LOGIN_URL, fields, REMOTE_ADDR=address)
+
+
+@pytest.fixture
+def password_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The usernames whose password was checked: a refused attempt must not cost a hash."""
+    checked: list[str] = []
+    original = User.check_password
+
+    def counting(user: User, raw_password: str) -> bool:
+        checked.append(user.username)
+        return original(user, raw_password)
+
+    monkeypatch.setattr(User, "check_password", counting)
+    return checked
+
+
+def test_repeated_failures_lock_the_address_and_username_out(
+    settings: Any, admin_user: User, password_checks: list[str]
+) -> None:
+    client = Client(enforce_csrf_checks=True)
+    for _ in range(settings.AXES_FAILURE_LIMIT - 1):
+        response = sign_in(client, "admin", "wrong")
+        assert response.status_code == 200 and "Please enter the correct username" in response.content.decode()
+    response = sign_in(client, "admin", "wrong")  # the limit-th failure is refused
+    assert response.status_code == 429
+    checked_before = len(password_checks)
+    # Even the right password is refused now, without the password being checked at all.
+    response = sign_in(client, "admin", "correct horse")
+    assert response.status_code == 429
+    page = response.content.decode()
+    assert "Too many failed sign-ins" in page and "15 minutes" in page and "axes_reset_username" in page
+    assert len(password_checks) == checked_before
+    assert "_auth_user_id" not in client.session
+    # The username is locked from another address too, and the address for another username.
+    assert sign_in(Client(), "admin", "correct horse", address="198.51.100.9").status_code == 429
+    User.objects.create_user("editor", password="another horse", is_staff=True)
+    assert sign_in(Client(), "editor", "another horse").status_code == 429
+
+
+def test_other_visitors_and_accounts_are_not_held_up(
+    settings: Any, admin_user: User, client: Client, small_corpus: Corpus
+) -> None:
+    attacker = Client()
+    for _ in range(settings.AXES_FAILURE_LIMIT + 2):
+        sign_in(attacker, "admin", "wrong")
+    assert client.get("/api/suggest", {"q": "password"}).status_code == 200
+    assert client.get("/", {"q": "password"}).status_code == 200
+    User.objects.create_user("editor", password="another horse", is_staff=True)
+    response = sign_in(Client(), "editor", "another horse", address="198.51.100.9")
+    assert response.status_code == 302 and response["Location"] == "/admin/"
+
+
+def test_a_successful_sign_in_forgets_earlier_failures(settings: Any, admin_user: User) -> None:
+    client = Client()
+    for _ in range(settings.AXES_FAILURE_LIMIT - 1):
+        sign_in(client, "admin", "wrong")
+    assert sign_in(client, "admin", "correct horse").status_code == 302
+    client.logout()
+    for _ in range(settings.AXES_FAILURE_LIMIT - 1):
+        assert sign_in(client, "admin", "wrong").status_code == 200
