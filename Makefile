@@ -7,7 +7,14 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEMO_CORPUS ?= help
 
-.PHONY: setup demo test chromium migrate demo-data serve worker bench lint check clean
+.PHONY: setup demo test chromium migrate demo-data superuser serve worker bench lint check clean
+
+# The demo's secret key: random, made once on this machine in var/secret_key (mode 0600) and reused,
+# so sessions survive a restart. A deployment sets DJANGO_SECRET_KEY itself (see README, "Production").
+DEMO_SECRET_KEY_FILE := var/secret_key
+demo_secret_key = $(shell test -s $(DEMO_SECRET_KEY_FILE) || (mkdir -p $(dir $(DEMO_SECRET_KEY_FILE)) && umask 077 && \
+	$(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))' > $(DEMO_SECRET_KEY_FILE)); cat $(DEMO_SECRET_KEY_FILE))
+demo demo-data superuser bench: export DJANGO_SECRET_KEY ?= $(demo_secret_key)
 
 $(STAMP): requirements.txt constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,16 +37,22 @@ demo-data: migrate
 # Sets everything up on a fresh machine and serves the demo corpus on http://$(HOST):$(PORT),
 # with a background worker beside the web server for admin uploads (stopped with it).
 demo: demo-data
-	@echo "Serving http://$(HOST):$(PORT)/  (admin: $(BIN)/python manage.py createsuperuser)"
+	@echo "Serving http://$(HOST):$(PORT)/ with debug off, secret key in $(DEMO_SECRET_KEY_FILE) (admin account: make superuser)"
 	$(BIN)/python manage.py db_worker --no-reload & worker=$$!; \
 	trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \
 	HOST=$(HOST) PORT=$(PORT) $(BIN)/gunicorn -c config/gunicorn.py config.wsgi
+
+# An admin account for the demo (with the demo's key; a deployment runs createsuperuser with its own).
+superuser: migrate
+	$(BIN)/python manage.py createsuperuser
 
 # A background worker alone: runs queued ingest jobs (several may run, here or on other machines).
 worker: migrate
 	$(BIN)/python manage.py db_worker --no-reload
 
 # Production serving: gunicorn with measured settings (config/gunicorn.py), models warmed per worker.
+# Needs DJANGO_SECRET_KEY (and DJANGO_ALLOWED_HOSTS, DJANGO_HTTPS...: README, "Production"): without
+# the key the settings refuse to load.
 serve: migrate
 	$(BIN)/python manage.py export_onnx
 	HOST=$(HOST) PORT=$(PORT) $(BIN)/gunicorn -c config/gunicorn.py config.wsgi

@@ -8,10 +8,12 @@ same code serves the demo, the test suite and a deployment. The app's own settin
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import django_stubs_ext
+from django.core.exceptions import ImproperlyConfigured
 
 from .environment import env_bool, env_float, env_int, env_path, env_str
 
@@ -23,9 +25,42 @@ VAR_DIR = env_path("AUTOCOMPLETE_VAR_DIR") or BASE_DIR / "var"
 # The database and index files live here unless their own settings say otherwise.
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
-SECRET_KEY = env_str("DJANGO_SECRET_KEY") or "insecure-demo-key-set-DJANGO_SECRET_KEY-in-production"
 DEBUG = bool(env_bool("DJANGO_DEBUG"))
 ALLOWED_HOSTS = (env_str("DJANGO_ALLOWED_HOSTS") or "127.0.0.1,localhost,testserver").split(",")
+
+# The key signs sessions, CSRF tokens, password-reset links and the stored lexical index files, so a
+# published one lets anyone forge them: without debug, a missing or public key stops the process.
+_DEBUG_ONLY_SECRET_KEY = "insecure-debug-only-key-set-DJANGO_SECRET_KEY"  # noqa: S105 - public on purpose
+_PUBLIC_SECRET_KEYS = frozenset({"", _DEBUG_ONLY_SECRET_KEY, "insecure-demo-key-set-DJANGO_SECRET_KEY-in-production"})
+SECRET_KEY = (env_str("DJANGO_SECRET_KEY") or "").strip()
+if SECRET_KEY in _PUBLIC_SECRET_KEYS:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY is unset, empty or a published demo value, and DEBUG is off: set it to a "
+            "long random secret kept out of the repository, e.g. "
+            "export DJANGO_SECRET_KEY=\"$(python3 -c 'import secrets; print(secrets.token_urlsafe(50))')\" "
+            "(`make demo` makes one for itself in var/secret_key; DJANGO_DEBUG=1 is for a development machine only)."
+        )
+    SECRET_KEY = _DEBUG_ONLY_SECRET_KEY
+
+# HTTPS: on where TLS reaches the app (directly or through a proxy that gunicorn trusts to say so).
+_HTTPS = bool(env_bool("DJANGO_HTTPS"))
+SECURE_SSL_REDIRECT = _HTTPS
+# Orchestrators probe a process over plain HTTP on its own address: a redirect would fail the probe.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+SESSION_COOKIE_SECURE = _HTTPS
+CSRF_COOKIE_SECURE = _HTTPS
+# Browsers keep to HTTPS for this long once told: a first rollout may start with a few minutes.
+_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS")
+SECURE_HSTS_SECONDS = (365 * 24 * 3600 if _HSTS_SECONDS is None else _HSTS_SECONDS) if _HTTPS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _HTTPS
+SECURE_HSTS_PRELOAD = _HTTPS
+# Origins (scheme and host) from which a form POST is accepted, e.g. the public https:// name behind a proxy.
+CSRF_TRUSTED_ORIGINS = [origin for origin in (env_str("DJANGO_CSRF_TRUSTED_ORIGINS") or "").split(",") if origin]
+# SecurityMiddleware's own defaults, stated because tests and the deploy check rely on them.
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -37,13 +72,17 @@ INSTALLED_APPS = [
     "django_htmx",
     "django_tasks",
     "django_tasks_db",
+    "axes",
     "autocomplete",
 ]
 
 MIDDLEWARE = [
-    # First: a body over the limits is refused before any middleware below reads it.
-    "autocomplete.request_limits.RequestBodyLimitMiddleware",
+    # First, so that every answer, the fast path's and a refused body's included, carries the
+    # Content-Security-Policy and (SecurityMiddleware, next) nosniff and the referrer policy.
+    "autocomplete.security_headers.SecurityHeadersMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Before anything that reads the body: one over the limits is refused unread.
+    "autocomplete.request_limits.RequestBodyLimitMiddleware",
     # Answers /api/suggest before the session, CSRF, auth and messages middleware below (see module).
     "autocomplete.middleware.SuggestFastPathMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -53,6 +92,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: turns a refused login into its lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -84,6 +125,22 @@ DATABASES = {
     }
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Login throttling (django-axes): after AXES_FAILURE_LIMIT failed logins from one address, or for one
+# username, further attempts are refused for AXES_COOLOFF_TIME without checking the password, so
+# guessing costs the server nothing. Counted in the database, so every worker and machine agrees.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = 5
+AXES_COOLOFF_TIME = timedelta(minutes=15)
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "admin/login_throttled.html"
+# The visitor's address as the rate limit sees it: X-Forwarded-For only from trusted proxies, so
+# behind a proxy one visitor's failures do not lock everyone out.
+AXES_CLIENT_IP_CALLABLE = "autocomplete.rate_limit.client_address"
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -7,12 +7,17 @@ ONNX exports.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
-from .environment import env_str
-from .settings import *  # noqa: F403
-from .settings import AUTOCOMPLETE, DATABASES
+# The settings refuse to start without a secret key when debug is off, as it is in tests. Set in the
+# environment, so that the worker and server subprocesses that tests start share it.
+os.environ.setdefault("DJANGO_SECRET_KEY", "test-settings-secret-key-never-used-outside-tests-0123456789")
+
+from .environment import env_str  # noqa: E402
+from .settings import *  # noqa: E402, F403
+from .settings import AUTOCOMPLETE, DATABASES  # noqa: E402
 
 _TEST_VAR = Path(tempfile.mkdtemp(prefix="autocomplete-test-"))
 # On disk rather than in memory, so worker subprocesses and live-server threads see the same data.

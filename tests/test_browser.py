@@ -1,4 +1,5 @@
-"""A visitor in headless Chromium: type part of a question, pick a suggestion by keyboard, read it."""
+"""A visitor in headless Chromium: type part of a question, pick a suggestion by keyboard, read it;
+nothing on the way is refused by the Content-Security-Policy."""
 
 from __future__ import annotations
 
@@ -45,6 +46,36 @@ def browser() -> Iterator[Any]:
     mp.undo()
 
 
+class PolicyViolations:
+    """What the page's Content-Security-Policy refused: the DOM's events and the console's reports."""
+
+    def __init__(self, page: Any) -> None:
+        self.page = page
+        self.console: list[str] = []
+        page.add_init_script(
+            "window.__violations = [];"
+            "document.addEventListener('securitypolicyviolation',"
+            " (e) => window.__violations.push(e.effectiveDirective + ' ' + e.blockedURI));"
+        )
+        page.on("console", self._on_console)
+
+    def _on_console(self, message: Any) -> None:
+        if "Content Security Policy" in message.text:
+            self.console.append(message.text)
+
+    def all(self) -> list[str]:
+        return [*self.page.evaluate("window.__violations"), *self.console]
+
+    def assert_enforced(self) -> None:
+        """An inline script is refused and reported: the policy holds and this watcher sees it."""
+        ran = self.page.evaluate(
+            "() => { const s = document.createElement('script'); s.textContent = 'window.__ran = true';"
+            " document.head.appendChild(s); return window.__ran === true; }"
+        )
+        assert not ran
+        self.page.wait_for_function("window.__violations.length > 0")
+
+
 @pytest.fixture
 def served_corpus(transactional_db: None, minilm: object) -> Corpus:
     corpus = Corpus.objects.create(name="Small FAQ", slug="small", default_encoder="minilm")
@@ -54,7 +85,9 @@ def served_corpus(transactional_db: None, minilm: object) -> Corpus:
 
 def test_type_choose_with_keyboard_and_read_the_answer(browser: Any, live_server: Any, served_corpus: Corpus) -> None:
     page = browser.new_page()
-    page.goto(live_server.url + "/")
+    violations = PolicyViolations(page)
+    response = page.goto(live_server.url + "/")
+    assert "script-src 'self'" in response.headers["content-security-policy"]
     box = page.get_by_role("combobox")
     box.press_sequentially("how do i cancel my sub", delay=30)
     listbox = page.get_by_role("listbox")
@@ -77,6 +110,9 @@ def test_type_choose_with_keyboard_and_read_the_answer(browser: Any, live_server
     page.get_by_role("option").first.wait_for()
     box.press("Escape")
     assert box.get_attribute("aria-expanded") == "false"
+    # Typing, htmx swaps and choosing ran under the policy without a single refusal.
+    assert violations.all() == []
+    violations.assert_enforced()
     page.close()
 
 
@@ -118,6 +154,7 @@ def test_admin_uploads_a_file_and_watches_the_job_finish(
     worker = start_worker("--max-tasks", "1", "--interval", "0.2", slow=True)
     try:
         page = browser.new_page()
+        violations = PolicyViolations(page)
         page.goto(live_server.url + "/admin/login/?next=/admin/autocomplete/corpus/")
         page.fill("#id_username", "admin")
         page.fill("#id_password", "correct horse")
@@ -139,6 +176,8 @@ def test_admin_uploads_a_file_and_watches_the_job_finish(
         assert page.inner_text('#job-report [data-count="added"]') == "10"
         assert page.inner_text('#job-report [data-count="rejected"]') == "1"
         assert page.inner_text("#rows-embedded") == "10 / 10"
+        # The admin's pages and its htmx polling need no inline script or style either.
+        assert violations.all() == []
         page.close()
         assert worker.wait(timeout=60) == 0
     finally:

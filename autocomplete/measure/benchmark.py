@@ -15,6 +15,7 @@ import http.client
 import json
 import os
 import random
+import secrets
 import shutil
 import signal
 import socket
@@ -38,6 +39,9 @@ from .loadtest import replay, replay_paired, suggest_path, typing_prefixes
 CORPUS_SLUG = "bench"
 CORPUS_FILES = ("medquad", "nq-open", "insuranceqa-dupes", "stackfaq", "deepset-covid")
 QUERY_FILES = ("stackfaq", "deepset-covid")
+# One key for the whole run: the settings refuse to start without one, and the ingest subprocess and
+# the servers must agree on it (it signs the lexical index files they share).
+_RUN_SECRET_KEY = secrets.token_urlsafe(50)
 # Some datasets hold questions without answers; ingest requires one, so these get a stand-in.
 NO_ANSWER = "(The source dataset has no answer for this question.)"
 EXACT_SEARCH = str(10**9)  # an ANN threshold no corpus reaches
@@ -166,6 +170,7 @@ def stack_env(var_dir: Path, *, encoder: str, **overrides: str) -> dict[str, str
         "AUTOCOMPLETE_DEFAULT_CORPUS": CORPUS_SLUG,
         # The typists all type from this one address, far faster than the limit lets one visitor.
         "AUTOCOMPLETE_RATE_LIMIT": "0",
+        "DJANGO_SECRET_KEY": _RUN_SECRET_KEY,
         "HF_HUB_OFFLINE": "1",
     }
     return env | overrides

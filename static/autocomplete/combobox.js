@@ -1,5 +1,6 @@
 // Keyboard and ARIA behaviour of the search box (WAI-ARIA combobox with a listbox popup).
-// HTMX fetches the listbox; this script only moves the active option, chooses and closes.
+// HTMX fetches the listbox; this script only moves the active option, chooses and closes (and
+// submits the form when another collection is chosen).
 (function () {
   "use strict";
 
@@ -129,9 +130,24 @@
     setExpanded(false);
   }
 
-  if (document.readyState === "loading") {
-    document.addEventListener("DOMContentLoaded", init);
-  } else {
+  // Choosing another collection reloads the page for it (here rather than in an inline onchange,
+  // which the Content-Security-Policy refuses).
+  function submitOnChange() {
+    document.querySelectorAll("select[data-submit-on-change]").forEach(function (select) {
+      select.addEventListener("change", function () {
+        select.form.submit();
+      });
+    });
+  }
+
+  function start() {
+    submitOnChange();
     init();
+  }
+
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", start);
+  } else {
+    start();
   }
 })();
