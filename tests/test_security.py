@@ -232,3 +232,20 @@ def test_a_successful_sign_in_forgets_earlier_failures(settings: Any, admin_user
     client.logout()
     for _ in range(settings.AXES_FAILURE_LIMIT - 1):
         assert sign_in(client, "admin", "wrong").status_code == 200
+
+
+def test_behind_a_trusted_proxy_one_visitors_failures_lock_only_that_visitor(configure, admin_user: User) -> None:
+    # Every request reaches the app from the proxy's address; the visitor is the address it names.
+    configure(TRUSTED_PROXIES=("10.0.0.1",))
+    attacker, visitor = Client(HTTP_X_FORWARDED_FOR="203.0.113.50"), Client(HTTP_X_FORWARDED_FOR="198.51.100.9")
+    User.objects.create_user("editor", password="another horse", is_staff=True)
+    for _ in range(6):
+        sign_in(attacker, "admin", "wrong", address="10.0.0.1")
+    assert sign_in(attacker, "editor", "another horse", address="10.0.0.1").status_code == 429
+    assert sign_in(visitor, "editor", "another horse", address="10.0.0.1").status_code == 302
+
+
+def test_probes_over_plain_http_are_not_redirected_to_https(settings: Any, client: Client) -> None:
+    settings.SECURE_SSL_REDIRECT = True
+    assert client.get("/", secure=False).status_code == 301
+    assert client.get("/healthz", secure=False).status_code == 200
