@@ -40,6 +40,7 @@ import json, sys
 import django
 django.setup()
 from django.test import Client
+from django.db.migrations.loader import MigrationLoader
 client = Client()
 answers = {}
 for q in json.loads(sys.argv[1]):
@@ -119,7 +120,8 @@ def test_a_restore_into_a_fresh_deployment_serves_identical_suggestions(
             "kind": live.kind,
         }
     ]
-    assert manifest["migrations"]["autocomplete"] == ["0001_initial", "0002_ingest_job", "0003_index_build_is_live"]
+    on_disk = sorted(name for app, name in MigrationLoader(None).disk_migrations if app == "autocomplete")
+    assert manifest["migrations"]["autocomplete"] == on_disk
     backed_up = sorted(entry["name"] for entry in manifest["files"])
     assert backed_up == ["database.sqlite3", *(f"indexes/{name}" for name in index_files())]
     assert len(backed_up) == 3  # the database, the index file and its lexical file

@@ -73,6 +73,8 @@ class Options:
     chart: Path | None = None
     data_dir: Path = field(default_factory=lambda: Path(settings.BASE_DIR).parent / "shared" / "data")
     workers: int | None = None
+    # Threads per gunicorn worker for our stack (1: sync workers); None: config/gunicorn.py's.
+    threads: int | None = None
     # Both stacks run this encoder: ours exported to ONNX int8, the baseline on torch fp32.
     encoder: str = "minilm"
 
@@ -317,8 +319,10 @@ def run_bench(options: Options, *, progress: Any = None) -> dict[str, Any]:
         write_corpus_csv(rows, full_csv)
         write_corpus_csv(rows[: options.baseline_ingest_sample], sample_csv)
         ours_dir, baseline_dir = workdir / "ours", workdir / "baseline"
-        workers = {"WEB_CONCURRENCY": str(options.workers)} if options.workers else {}
-        ours_env = stack_env(ours_dir, encoder=options.encoder, **workers)
+        serving = {"WEB_CONCURRENCY": str(options.workers)} if options.workers else {}
+        if options.threads:
+            serving["GUNICORN_THREADS"] = str(options.threads)
+        ours_env = stack_env(ours_dir, encoder=options.encoder, **serving)
         baseline_env = stack_env(
             baseline_dir,
             encoder=options.encoder,

@@ -29,6 +29,9 @@ class Command(BaseCommand):
             "--baseline-ingest-sample", type=int, default=3000, help="Pairs the slow baseline ingests (default 3000)."
         )
         parser.add_argument("--workers", type=int, help="gunicorn workers for our stack (default: config).")
+        parser.add_argument(
+            "--threads", type=int, help="Threads per gunicorn worker for our stack; 1 = sync workers (default: config)."
+        )
         parser.add_argument("--chart", type=Path, default=DEFAULT_CHART, help="Where to write the latency PNG.")
         parser.add_argument("--data-dir", type=Path, help="Datasets folder (default: ../shared/data).")
         parser.add_argument(
@@ -48,6 +51,7 @@ class Command(BaseCommand):
             baseline_ingest_sample=options["baseline_ingest_sample"],
             chart=options["chart"],
             workers=options["workers"],
+            threads=options["threads"],
             encoder=options["encoder"],
         )
         if options["data_dir"]:
