@@ -27,7 +27,14 @@ from embeddings.vector_index import IndexFileError, VectorIndex, set_threads, th
 from .catalog import LiveBuild, invalidate_catalog
 from .conf import app_settings
 from .embedding_store import Progress
-from .lexical_store import lexical_files_of, lexical_index_for, owner_of
+from .lexical_store import (
+    LEXICAL_INFIX,
+    LEXICAL_SUFFIX,
+    RETIRED_LEXICAL_SUFFIXES,
+    lexical_files_of,
+    lexical_index_for,
+    owner_of,
+)
 from .models import Corpus, IndexBuild
 
 logger = logging.getLogger(__name__)
@@ -144,7 +151,8 @@ def delete_index_file(file_name: str) -> None:
 
 
 def remove_orphan_files(*, min_age_seconds: float = ORPHAN_AGE_SECONDS) -> list[str]:
-    """Delete temp files and index files no build refers to (left by crashed or rolled-back builds).
+    """Delete temp and index files no build refers to (left by crashed or rolled-back builds) and
+    lexical files of retired formats.
 
     Only files older than `min_age_seconds` go, so a build in flight elsewhere is never touched.
     """
@@ -155,9 +163,12 @@ def remove_orphan_files(*, min_age_seconds: float = ORPHAN_AGE_SECONDS) -> list[
     cutoff = time.time() - min_age_seconds
     removed = []
     for path in directory.iterdir():
-        if owner_of(path.name) in referenced or not path.is_file() or path.stat().st_mtime > cutoff:
+        if not path.is_file() or path.stat().st_mtime > cutoff:
             continue
-        if path.name.startswith(".tmp-") or path.suffix in (".faiss", ".pickle"):
+        orphan = owner_of(path.name) not in referenced and (
+            path.name.startswith(".tmp-") or path.suffix in (".faiss", LEXICAL_SUFFIX)
+        )
+        if orphan or (LEXICAL_INFIX in path.name and path.suffix in RETIRED_LEXICAL_SUFFIXES):
             path.unlink(missing_ok=True)
             removed.append(path.name)
     return removed

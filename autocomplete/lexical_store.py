@@ -1,20 +1,22 @@
 """Lexical indexes stored beside their index file, so a serving process reads one instead of building it.
 
-A file is a pickle signed with SECRET_KEY: unpickling runs code, so only a file this deployment
-wrote is ever loaded (index files may one day live in shared storage that others can write to).
+A file is a numpy .npz archive of plain numeric arrays, read with pickling refused: loading one runs
+no code, whoever wrote it (index files may one day live in shared storage that others can write to).
+It is not signed: damage is caught by the archive's checksums and the arrays' own consistency, and a
+signature would tie every file to SECRET_KEY, so rotating the key would rebuild them all.
 """
 
 from __future__ import annotations
 
 import gc
 import hashlib
-import hmac
+import io
 import logging
-import pickle  # noqa: S403 - loaded only when its HMAC under SECRET_KEY verifies
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from django.conf import settings
+import numpy as np
 
 from embeddings.lexical import LexicalIndex
 from embeddings.vector_index import write_atomically
@@ -23,16 +25,13 @@ from .conf import app_settings
 
 logger = logging.getLogger(__name__)
 
-# Bump when LexicalIndex's pickled state or its scoring changes: files of another format are
-# never read, so serving processes rebuild (and store) the index once.
-LEXICAL_FORMAT = 2
+# Bump when LexicalIndex's stored arrays or its scoring change: files of another format are never
+# read, so serving processes rebuild (and store) the index once.
+LEXICAL_FORMAT = 3
 LEXICAL_INFIX = ".lexical-"
-_MAC_SIZE = hashlib.sha256().digest_size
-
-
-def sign(payload: bytes) -> bytes:
-    """The HMAC a stored lexical file carries before its payload."""
-    return hmac.new(settings.SECRET_KEY.encode(), payload, hashlib.sha256).digest()
+LEXICAL_SUFFIX = ".npz"
+# Lexical files of earlier formats: no process reads them any more, whichever index file they belong to.
+RETIRED_LEXICAL_SUFFIXES = (".pickle",)
 
 
 def lexical_file(index_file: str, ids: Sequence[int], questions: Sequence[str]) -> Path:
@@ -40,7 +39,7 @@ def lexical_file(index_file: str, ids: Sequence[int], questions: Sequence[str]) 
     digest = hashlib.blake2b(f"format {LEXICAL_FORMAT}".encode(), digest_size=12)
     for pk, question in zip(ids, questions, strict=True):
         digest.update(f"{pk}\0{question}\0".encode())
-    return app_settings().index_dir / f"{index_file}{LEXICAL_INFIX}{digest.hexdigest()}.pickle"
+    return app_settings().index_dir / f"{index_file}{LEXICAL_INFIX}{digest.hexdigest()}{LEXICAL_SUFFIX}"
 
 
 def owner_of(file_name: str) -> str:
@@ -56,34 +55,37 @@ def lexical_files_of(index_file: str) -> list[Path]:
 def lexical_index_for(index_file: str, ids: Sequence[int], questions: Sequence[str]) -> LexicalIndex:
     """The lexical index over these pairs: read from its file when one was stored, else built and stored."""
     path = lexical_file(index_file, ids, questions)
-    stored = _read(path)
+    stored = _read(path, ids)
     if stored is not None:
         return stored
     built = LexicalIndex(list(ids), list(questions))
-    payload = pickle.dumps(built, protocol=pickle.HIGHEST_PROTOCOL)
+    # Uncompressed: reading it back is then little more than copying the arrays.
+    archive = io.BytesIO()
+    np.savez(archive, allow_pickle=False, **built.to_arrays())
     try:
-        write_atomically(path, sign(payload) + payload)
+        write_atomically(path, archive.getvalue())
     except OSError as exc:
         logger.warning("Cannot store lexical index %s: %s", path.name, exc)
     return built
 
 
-def _read(path: Path) -> LexicalIndex | None:
-    try:
-        data = path.read_bytes()
-    except OSError:
+def _read(path: Path, ids: Sequence[int]) -> LexicalIndex | None:
+    if not path.is_file():
         return None
-    mac, payload = data[:_MAC_SIZE], data[_MAC_SIZE:]
-    stored = None
-    if payload and hmac.compare_digest(mac, sign(payload)):
-        gc.disable()  # millions of small objects: the collector would run many times while loading
-        try:
-            stored = pickle.loads(payload)  # noqa: S301 - signed by lexical_index_for
-        except Exception:  # noqa: BLE001 - a damaged file is rebuilt, never fatal
-            stored = None
-        finally:
-            gc.enable()
-    if isinstance(stored, LexicalIndex):
+    # The lookups rebuilt while loading are many small objects: the collector would run over and over.
+    gc.disable()
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            # np.savez stores members uncompressed; a compressed one could inflate far past the file's size.
+            if any(member.compress_type != zipfile.ZIP_STORED for member in arrays.zip.infolist()):
+                raise ValueError("compressed member")
+            stored = LexicalIndex.from_arrays(arrays)
+    except Exception:  # noqa: BLE001 - a damaged file, or one of another format, is rebuilt, never fatal
+        stored = None
+    finally:
+        gc.enable()
+    # The name is a digest of the pairs, so ids that differ mean a file copied over another's name.
+    if stored is not None and np.array_equal(stored.ids, np.asarray(ids, dtype=np.int64)):
         return stored
-    logger.warning("Lexical index %s is unreadable or unsigned: rebuilding it.", path.name)
+    logger.warning("Lexical index %s is unreadable or not this corpus's: rebuilding it.", path.name)
     return None

@@ -137,7 +137,7 @@ def test_superseded_files_are_pruned_and_orphans_removed(
     assert builds.count() == 1 + KEEP_SUPERSEDED_FILES
     files = sorted(p.name for p in app_settings().index_dir.iterdir() if p.suffix == ".faiss")
     assert files == sorted(builds.values_list("file_name", flat=True))
-    assert len(list(app_settings().index_dir.glob("*.pickle"))) == len(files)  # each with its lexical index
+    assert len(list(app_settings().index_dir.glob("*.npz"))) == len(files)  # each with its lexical index
     orphan = app_settings().index_dir / ".tmp-crashed.faiss"
     orphan.write_bytes(b"half")
     assert remove_orphan_files(min_age_seconds=0) == [".tmp-crashed.faiss"]

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import csv
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -206,3 +211,72 @@ def test_top_shortlist_selects_exactly_what_the_full_selection_does() -> None:
         scores = np.minimum(scores, 1.0)
         for limit in (1, 5, 10, 50):
             assert index.top(scores, limit=limit) == _top_reference(index, scores, limit)
+
+
+def _demo_texts() -> list[str]:
+    """A few hundred real questions and answers (the demo FAQ), with a duplicate question."""
+    with (Path(__file__).resolve().parents[1] / "fixtures" / "demo_faq.csv").open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    return [row["question"] for row in rows] + [row["answer"] for row in rows] + [rows[0]["question"].upper()]
+
+
+def _through_a_file(index: LexicalIndex, path: Path) -> LexicalIndex:
+    """`index` written and read back as the lexical store does: an npz archive, pickling refused."""
+    np.savez(path, allow_pickle=False, **index.to_arrays())
+    with np.load(path, allow_pickle=False) as arrays:
+        return LexicalIndex.from_arrays(arrays)
+
+
+@pytest.mark.parametrize("stored", ["defaults", "dense columns and length penalty"])
+def test_an_index_read_back_from_its_arrays_answers_exactly_as_the_built_one(
+    stored: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from embeddings import lexical
+
+    params = LexicalParams()
+    if stored != "defaults":
+        monkeypatch.setattr(lexical, "_DENSE_MIN_DF", 8)
+        params = LexicalParams(typo_weight=0.7, typo_min_length=4, max_expansions=16, length_penalty=0.5)
+    texts = _demo_texts()
+    ids = np.random.default_rng(3).permutation(10**6)[: len(texts)].tolist()
+    built = LexicalIndex(ids, texts, params=params)
+    loaded = _through_a_file(built, tmp_path / "lexical.npz")
+    assert (built.dense_word_count > 0) == (stored != "defaults")
+    assert loaded.params == built.params and loaded.vocabulary == built.vocabulary
+    words = sorted({w for t in texts[:60] for w in t.split()})
+    typos = [w[:2] + w[3:] for w in words if len(w) > 5] + [w[:-1] + "x " for w in words if len(w) > 4]
+    prefixes = [t[:n] for t in texts[:60] for n in range(1, len(t) + 1)] + typos + ["", "zzz", "how do i "]
+    for prefix in prefixes:
+        scores = built.scores_all(prefix)
+        assert np.array_equal(loaded.scores_all(prefix), scores), prefix
+        assert loaded.top(scores, limit=10) == built.top(scores, limit=10), prefix
+        last = prefix.split()[-1].lower() if prefix.split() else ""
+        assert loaded.complete(last) == built.complete(last), prefix
+    probe = [*ids, -5, 10**7]
+    assert np.array_equal(loaded.duplicate_group(probe), built.duplicate_group(probe))
+    assert np.array_equal(loaded.scores_for("how", probe), built.scores_for("how", probe))
+
+
+def test_an_empty_index_reads_back(tmp_path: Path) -> None:
+    loaded = _through_a_file(LexicalIndex([], []), tmp_path / "empty.npz")
+    assert len(loaded) == 0 and loaded.search("anything", limit=5) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "damage"),
+    [
+        ("docs", lambda a: a + 10**6),  # postings pointing past the last text
+        ("ptr", lambda a: a[::-1].copy()),  # pointers that go backwards
+        ("idf", lambda a: a.astype(np.float32)),  # another dtype
+        ("group", lambda a: a[:-1]),  # one text short
+        ("vocabulary", lambda a: np.append(a, np.frombuffer(b"\nextra", np.uint8))),  # a word too many
+    ],
+)
+def test_arrays_that_do_not_fit_together_are_refused(name: str, damage: Callable[[Any], Any]) -> None:
+    arrays = LexicalIndex(list(TEXTS), list(TEXTS.values())).to_arrays()
+    arrays[name] = damage(arrays[name])
+    with pytest.raises(ValueError):
+        LexicalIndex.from_arrays(arrays)
+    del arrays[name]
+    with pytest.raises(KeyError):
+        LexicalIndex.from_arrays(arrays)
