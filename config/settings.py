@@ -8,6 +8,7 @@ same code serves the demo, the test suite and a deployment. The app's own settin
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -249,4 +250,6 @@ _AUTOCOMPLETE_FROM_ENVIRONMENT: dict[str, Any] = {
     "API_KEY_CACHE_SECONDS": env_float("AUTOCOMPLETE_API_KEY_CACHE_SECONDS"),
     "CORS_ALLOWED_ORIGINS": env_str("AUTOCOMPLETE_CORS_ALLOWED_ORIGINS"),
 }
-AUTOCOMPLETE = {key: value for key, value in _AUTOCOMPLETE_FROM_ENVIRONMENT.items() if value is not None}
+AUTOCOMPLETE: Mapping[str, Any] = {
+    key: value for key, value in _AUTOCOMPLETE_FROM_ENVIRONMENT.items() if value is not None
+}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from types import MappingProxyType
 
 # The settings refuse to start without a secret key when debug is off, as it is in tests. Set in the
 # environment, so that the worker and server subprocesses that tests start share it.
@@ -23,23 +24,26 @@ _TEST_VAR = Path(tempfile.mkdtemp(prefix="autocomplete-test-"))
 # On disk rather than in memory, so worker subprocesses and live-server threads see the same data.
 DATABASES["default"]["TEST"] = {"NAME": str(_TEST_VAR / "test.sqlite3")}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-AUTOCOMPLETE = {
-    **AUTOCOMPLETE,
-    # Each test gets its own index directory through a fixture; a worker subprocess is told the test's.
-    "INDEX_DIR": AUTOCOMPLETE.get("INDEX_DIR") or _TEST_VAR / "indexes",
-    "UPLOAD_DIR": AUTOCOMPLETE.get("UPLOAD_DIR") or _TEST_VAR / "uploads",
-    "ONNX_DIR": AUTOCOMPLETE.get("ONNX_DIR") or _TEST_VAR / "onnx",
-    # Serving processes in tests see a switch of live index at once.
-    "CATALOG_TTL_SECONDS": 0.0,
-    "DEFAULT_ENCODER": "minilm",
-    # minilm runs as it is served (ONNX int8, exported once per test session); models that tests
-    # build with random weights run on torch, whose output the ONNX export is checked against.
-    "ENCODER_BACKEND": "torch",
-    "ENCODERS": {**AUTOCOMPLETE["ENCODERS"], "minilm": {"BACKEND": "onnx-int8"}},
-    # Every test client shares one address, and many tests send more than a visitor would: the
-    # tests of the limit itself (tests/test_rate_limit.py) turn it on.
-    "RATE_LIMIT": False,
-}
+# Read-only: tests change it through the `configure` fixture (tests/conftest.py), never in place.
+AUTOCOMPLETE = MappingProxyType(
+    {
+        **AUTOCOMPLETE,
+        # Each test gets its own index directory through a fixture; a worker subprocess is told the test's.
+        "INDEX_DIR": AUTOCOMPLETE.get("INDEX_DIR") or _TEST_VAR / "indexes",
+        "UPLOAD_DIR": AUTOCOMPLETE.get("UPLOAD_DIR") or _TEST_VAR / "uploads",
+        "ONNX_DIR": AUTOCOMPLETE.get("ONNX_DIR") or _TEST_VAR / "onnx",
+        # Serving processes in tests see a switch of live index at once.
+        "CATALOG_TTL_SECONDS": 0.0,
+        "DEFAULT_ENCODER": "minilm",
+        # minilm runs as it is served (ONNX int8, exported once per test session); models that tests
+        # build with random weights run on torch, whose output the ONNX export is checked against.
+        "ENCODER_BACKEND": "torch",
+        "ENCODERS": {**AUTOCOMPLETE["ENCODERS"], "minilm": {"BACKEND": "onnx-int8"}},
+        # Every test client shares one address, and many tests send more than a visitor would: the
+        # tests of the limit itself (tests/test_rate_limit.py) turn it on.
+        "RATE_LIMIT": False,
+    }
+)
 # Jobs run inside the request unless a test switches to the database backend and a real worker.
 TASKS = {
     "default": {

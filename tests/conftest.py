@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -49,7 +50,9 @@ def configure(settings: Any) -> Callable[..., None]:
     """Override app settings for one test: `configure(UPLOAD_DIR=path, MAX_ROWS=5)`."""
 
     def apply(**values: object) -> None:
-        settings.AUTOCOMPLETE = {**settings.AUTOCOMPLETE, **values}
+        # Read-only, so that a test cannot change the dict in place (which would reach no parser and
+        # outlive the test): every change goes through here.
+        settings.AUTOCOMPLETE = MappingProxyType({**settings.AUTOCOMPLETE, **values})
 
     return apply
 

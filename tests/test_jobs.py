@@ -352,14 +352,17 @@ def test_queries_are_answered_from_the_old_or_the_new_index_while_a_job_runs(
 def test_ivysaur_and_gist_small_indexes_side_by_side(
     admin_client: Client,
     settings,
+    configure,
     random_model_dirs: dict[str, Path],
 ) -> None:
     # No hub here: both load from local directories, as in production (AUTOCOMPLETE_*_PATH).
-    settings.AUTOCOMPLETE["ENCODERS"] = {
-        **settings.AUTOCOMPLETE["ENCODERS"],
-        "ivysaur": {"PATH": str(random_model_dirs["ivysaur"])},
-        "gist-small": {"PATH": str(random_model_dirs["gist-small"])},
-    }
+    configure(
+        ENCODERS={
+            **settings.AUTOCOMPLETE["ENCODERS"],
+            "ivysaur": {"PATH": str(random_model_dirs["ivysaur"])},
+            "gist-small": {"PATH": str(random_model_dirs["gist-small"])},
+        }
+    )
     form = {
         "new_corpus_name": "Help",
         "new_corpus_slug": "help",
