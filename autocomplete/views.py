@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.serializers.json import DjangoJSONEncoder
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET
@@ -13,7 +14,24 @@ from .catalog import CorpusEntry, catalog
 from .conf import app_settings
 from .encoder_registry import encoder_registry
 from .forms import SuggestForm
+from .links import link_url
 from .search import SearchError, SuggestResult, resolve_corpus, suggestions_for
+
+# As Django's json_script writes them: markup characters in the data travel as \u escapes, so a
+# body that something sniffs or renders as HTML still holds no tag.
+_MARKUP_ESCAPES = {ord("<"): "\\u003c", ord(">"): "\\u003e", ord("&"): "\\u0026"}
+
+
+class _InertJSONEncoder(DjangoJSONEncoder):
+    def encode(self, o: Any) -> str:
+        return super().encode(o).translate(_MARKUP_ESCAPES)
+
+
+class InertJsonResponse(JsonResponse):
+    """A JsonResponse whose text carries no markup character as it is (see _MARKUP_ESCAPES)."""
+
+    def __init__(self, data: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(data, encoder=_InertJSONEncoder, **kwargs)
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -87,24 +105,24 @@ def suggest_partial(request: HtmxHttpRequest) -> HttpResponse:
 def api_suggest(request: HttpRequest) -> JsonResponse:
     """GET /api/suggest?q=&corpus=&k=&encoder= (see README for the contract)."""
     if request.method != "GET":
-        response = JsonResponse({"error": "Method not allowed: use GET."}, status=405)
+        response = InertJsonResponse({"error": "Method not allowed: use GET."}, status=405)
         response["Allow"] = "GET"
         return response
     form = SuggestForm(request.GET)
     if not form.is_valid():
-        return JsonResponse({"error": form.error_message()}, status=400)
+        return InertJsonResponse({"error": form.error_message()}, status=400)
     try:
         result = _suggest(form)
     except SearchError as exc:
-        return JsonResponse({"error": str(exc)}, status=exc.status)
-    return JsonResponse(
+        return InertJsonResponse({"error": str(exc)}, status=exc.status)
+    return InertJsonResponse(
         {
             "query": result.query,
             "corpus": result.corpus.slug,
             "encoder": result.encoder.key,
             "suggestions": [
                 {"id": s.id, "question": s.question, "answer": s.answer, "score": s.score}
-                | ({"url": s.url} if s.url else {})
+                | ({"url": url} if (url := link_url(s.url)) else {})
                 for s in result.suggestions
             ],
             "took_ms": result.took_ms,
