@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import TooManyFieldsSent
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
@@ -108,7 +109,13 @@ def api_suggest(request: HttpRequest) -> JsonResponse:
         response = InertJsonResponse({"error": "Method not allowed: use GET."}, status=405)
         response["Allow"] = "GET"
         return response
-    form = SuggestForm(request.GET)
+    try:
+        form = SuggestForm(request.GET)
+    except TooManyFieldsSent:
+        # Django's own 400 page would be HTML; an API client reads JSON.
+        return InertJsonResponse(
+            {"error": "Too many query parameters: send only q, corpus, k and encoder."}, status=400
+        )
     if not form.is_valid():
         return InertJsonResponse({"error": form.error_message()}, status=400)
     try:
