@@ -8,4 +8,5 @@ urlpatterns = [
     path("", views.search_page, name="search"),
     path("suggest", views.suggest_partial, name="suggest"),
     path("api/suggest", views.api_suggest, name="api-suggest"),
+    path("api/openapi.json", views.api_description, name="api-description"),
 ]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 from django.core.exceptions import TooManyFieldsSent
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_safe
 from django_htmx.middleware import HtmxDetails
 
 from .catalog import CorpusEntry, catalog
@@ -17,6 +19,8 @@ from .encoder_registry import encoder_registry
 from .forms import SuggestForm
 from .links import link_url
 from .search import SearchError, SuggestResult, resolve_corpus, suggestions_for
+
+OPENAPI_DESCRIPTION = Path(__file__).with_name("openapi.json")
 
 # As Django's json_script writes them: markup characters in the data travel as \u escapes, so a
 # body that something sniffs or renders as HTML still holds no tag.
@@ -135,3 +139,14 @@ def api_suggest(request: HttpRequest) -> JsonResponse:
             "took_ms": result.took_ms,
         }
     )
+
+
+@cache
+def _openapi_description() -> bytes:
+    return OPENAPI_DESCRIPTION.read_bytes()
+
+
+@require_safe
+def api_description(request: HttpRequest) -> HttpResponse:
+    """GET /api/openapi.json: the OpenAPI 3.1 description of the JSON API, as kept in the app."""
+    return HttpResponse(_openapi_description(), content_type="application/json")
