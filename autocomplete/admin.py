@@ -6,7 +6,9 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.admin.widgets import AdminURLFieldWidget
 from django.core.exceptions import PermissionDenied
+from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
@@ -19,6 +21,7 @@ from .conf import app_settings
 from .encoder_registry import encoder_registry
 from .exporting import corpus_csv_rows
 from .forms import ReindexForm, UploadForm
+from .links import HttpURLValidator
 from .models import ApiKey, Corpus, IndexBuild, IngestJob, QAPair
 from .parsing import ParseError
 
@@ -257,6 +260,16 @@ class QAPairAdmin(admin.ModelAdmin[QAPair]):
     list_filter = ["corpus"]
     search_fields = ["question", "answer", "external_id"]
     readonly_fields = ["created_at", "updated_at"]
+    # Django's URL field takes ftp and shows any url it accepts as a link: here only http(s) does either.
+    formfield_overrides = {
+        models.URLField: {"widget": AdminURLFieldWidget(validator_class=HttpURLValidator), "assume_scheme": "https"}
+    }
+
+    def formfield_for_dbfield(self, db_field: models.Field[Any, Any], request: HttpRequest, **kwargs: Any) -> Any:
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if isinstance(db_field, models.URLField) and field is not None:
+            field.validators.append(HttpURLValidator())
+        return field
 
 
 @admin.register(IndexBuild)

@@ -10,4 +10,5 @@ urlpatterns = [
     path("api/suggest", views.api_suggest, name="api-suggest"),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
+    path("api/openapi.json", views.api_description, name="api-description"),
 ]

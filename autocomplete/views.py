@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from functools import cache
+from pathlib import Path
 from typing import Any
 
+from django.core.exceptions import TooManyFieldsSent
+from django.core.serializers.json import DjangoJSONEncoder
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
@@ -17,7 +21,26 @@ from .catalog import CorpusEntry
 from .conf import app_settings
 from .encoder_registry import encoder_registry
 from .forms import SuggestForm
+from .links import link_url
 from .search import SearchError, SuggestResult, corpus_list, resolve_corpus, suggestions_for
+
+OPENAPI_DESCRIPTION = Path(__file__).with_name("openapi.json")
+
+# As Django's json_script writes them: markup characters in the data travel as \u escapes, so a
+# body that something sniffs or renders as HTML still holds no tag.
+_MARKUP_ESCAPES = {ord("<"): "\\u003c", ord(">"): "\\u003e", ord("&"): "\\u0026"}
+
+
+class _InertJSONEncoder(DjangoJSONEncoder):
+    def encode(self, o: Any) -> str:
+        return super().encode(o).translate(_MARKUP_ESCAPES)
+
+
+class InertJsonResponse(JsonResponse):
+    """A JsonResponse whose text carries no markup character as it is (see _MARKUP_ESCAPES)."""
+
+    def __init__(self, data: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(data, encoder=_InertJSONEncoder, **kwargs)
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -95,27 +118,33 @@ def suggest_partial(request: HtmxHttpRequest) -> HttpResponse:
 def api_suggest(request: HttpRequest) -> JsonResponse:
     """GET /api/suggest?q=&corpus=&k=&encoder= (see README for the contract)."""
     if request.method != "GET":
-        response = JsonResponse({"error": "Method not allowed: use GET."}, status=405)
+        response = InertJsonResponse({"error": "Method not allowed: use GET."}, status=405)
         response["Allow"] = "GET"
         return response
-    form = SuggestForm(request.GET)
+    try:
+        form = SuggestForm(request.GET)
+    except TooManyFieldsSent:
+        # Django's own 400 page would be HTML; an API client reads JSON.
+        return InertJsonResponse(
+            {"error": "Too many query parameters: send only q, corpus, k and encoder."}, status=400
+        )
     if not form.is_valid():
-        return JsonResponse({"error": form.error_message()}, status=400)
+        return InertJsonResponse({"error": form.error_message()}, status=400)
     try:
         result = _suggest(form, public_only=False, authorization=request.META.get("HTTP_AUTHORIZATION", ""))
     except (SearchError, AccessError) as exc:
-        response = JsonResponse({"error": str(exc)}, status=exc.status)
+        response = InertJsonResponse({"error": str(exc)}, status=exc.status)
         if exc.status == 401:
             response["WWW-Authenticate"] = 'Bearer realm="api"'
         return response
-    return JsonResponse(
+    return InertJsonResponse(
         {
             "query": result.query,
             "corpus": result.corpus.slug,
             "encoder": result.encoder.key,
             "suggestions": [
                 {"id": s.id, "question": s.question, "answer": s.answer, "score": s.score}
-                | ({"url": s.url} if s.url else {})
+                | ({"url": url} if (url := link_url(s.url)) else {})
                 for s in result.suggestions
             ],
             "took_ms": result.took_ms,
@@ -155,3 +184,14 @@ def readyz(request: HttpRequest) -> JsonResponse:
     """Readiness: 200 when every live corpus can be served here, else 503 with the reason."""
     readiness = health.readiness()
     return JsonResponse(readiness.as_json(), status=200 if readiness.ready else 503)
+
+
+@cache
+def _openapi_description() -> bytes:
+    return OPENAPI_DESCRIPTION.read_bytes()
+
+
+@require_safe
+def api_description(request: HttpRequest) -> HttpResponse:
+    """GET /api/openapi.json: the OpenAPI 3.1 description of the JSON API, as kept in the app."""
+    return HttpResponse(_openapi_description(), content_type="application/json")

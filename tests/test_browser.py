@@ -11,10 +11,11 @@ import pytest
 from django.core.cache import caches
 
 from autocomplete.ingest import ingest_parsed
-from autocomplete.models import Corpus
+from autocomplete.models import Corpus, QAPair
 from autocomplete.parsing import parse_qa_file
 
 from .conftest import faq_csv
+from .test_hostile_content import HOSTILE, HOSTILE_PAIRS, HTTPS_WITH_MARKUP, hostile_csv
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -185,3 +186,51 @@ def test_admin_uploads_a_file_and_watches_the_job_finish(
             worker.kill()
     job = IngestJob.objects.get()
     assert job.status == "succeeded" and job.worker_pid == worker.pid
+
+
+def test_hostile_questions_run_no_script_while_typing_or_reading(
+    browser: Any, live_server: Any, transactional_db: None, minilm: object
+) -> None:
+    corpus = Corpus.objects.create(name=f"Help {HOSTILE}", slug="hostile", default_encoder="minilm")
+    ingest_parsed(corpus, parse_qa_file(hostile_csv(), filename="hostile.csv"))
+    for question, _, url in HOSTILE_PAIRS:
+        QAPair.objects.filter(corpus=corpus, question=question).update(url=url)
+    dialogs: list[str] = []
+    page = browser.new_page()
+
+    def record(dialog: Any) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", record)
+    page.goto(live_server.url + "/")
+    box = page.get_by_role("combobox")
+    box.press_sequentially("how do i reset my pass", delay=30)
+    first = page.get_by_role("option").first
+    first.wait_for()
+    assert (page.evaluate("window.__xss"), dialogs) == (None, [])
+    assert first.inner_text().strip() == HOSTILE_PAIRS[0][0]  # the markup is shown as text
+    for option in page.get_by_role("option").all():
+        option.hover()
+    box.focus()
+    box.press("ArrowDown")
+    box.press("Enter")
+    page.locator("#answer").wait_for(state="visible")
+    assert "<img src=x onerror=" in page.inner_text("#answer-text")
+    assert page.locator("#answer-link").is_hidden()  # a javascript: link is never offered
+    # The one https link is offered as it is; a hostile query typed into the box stays text too.
+    box.fill("")
+    box.press_sequentially("mobile app", delay=30)
+    page.get_by_role("option").first.wait_for()
+    box.press("ArrowDown")
+    box.press("Enter")
+    assert page.get_attribute("#answer-link a", "href") == HTTPS_WITH_MARKUP
+    box.fill("")
+    box.press_sequentially(HOSTILE[:60], delay=5)
+    page.wait_for_timeout(500)
+    assert page.evaluate("window.__xss") is None
+    page.goto(live_server.url + "/?q=reset+password")  # the no-JavaScript results page
+    page.hover("summary")
+    assert page.evaluate("window.__xss") is None
+    assert dialogs == []
+    page.close()

@@ -52,8 +52,10 @@
       var text = document.getElementById("answer-text");
       text.replaceChildren(source.content.cloneNode(true));
       var link = document.getElementById("answer-link");
-      link.hidden = !url;
-      if (url) link.querySelector("a").setAttribute("href", url.textContent);
+      // The server sends only http(s) addresses; checked here too, so no other scheme becomes a link.
+      var href = url && /^https?:\/\//i.test(url.textContent) ? url.textContent : "";
+      link.hidden = !href;
+      if (href) link.querySelector("a").setAttribute("href", href);
       answer.hidden = false;
       if (status) status.textContent = "Answer shown below: " + question;
     }
