@@ -33,7 +33,10 @@ ALLOWED_HOSTS = (env_str("DJANGO_ALLOWED_HOSTS") or "127.0.0.1,localhost,testser
 # published one lets anyone forge them: without debug, a missing or public key stops the process.
 _DEBUG_ONLY_SECRET_KEY = "insecure-debug-only-key-set-DJANGO_SECRET_KEY"  # noqa: S105 - public on purpose
 _PUBLIC_SECRET_KEYS = frozenset({"", _DEBUG_ONLY_SECRET_KEY, "insecure-demo-key-set-DJANGO_SECRET_KEY-in-production"})
-SECRET_KEY = (env_str("DJANGO_SECRET_KEY") or "").strip()
+# `make demo` writes a random key once into var/secret_key (mode 0600): read it when the variable is
+# unset, so manage.py commands on the demo machine need no export.
+_KEY_FILE = VAR_DIR / "secret_key"
+SECRET_KEY = (env_str("DJANGO_SECRET_KEY") or (_KEY_FILE.read_text() if _KEY_FILE.is_file() else "")).strip()
 if SECRET_KEY in _PUBLIC_SECRET_KEYS:
     if not DEBUG:
         raise ImproperlyConfigured(

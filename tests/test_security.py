@@ -92,6 +92,19 @@ def test_a_secret_key_of_its_own_starts(tmp_path: Path) -> None:
     assert result.stdout.split() == [key, "False"]
 
 
+def test_the_key_make_demo_wrote_into_the_var_dir_is_used_when_the_variable_is_unset(tmp_path: Path) -> None:
+    env = clean_env(tmp_path)
+    key = secrets.token_urlsafe(50)
+    (Path(env["AUTOCOMPLETE_VAR_DIR"]) / "secret_key").write_text(key + "\n")
+    result = run_python(env, "-c", "import config.settings as s; print(s.SECRET_KEY)")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == key
+    overridden = run_python(
+        env | {"DJANGO_SECRET_KEY": "k" * 50}, "-c", "import config.settings as s; print(s.SECRET_KEY)"
+    )
+    assert overridden.stdout.strip() == "k" * 50  # the variable wins
+
+
 def test_debug_starts_without_a_key_on_a_development_machine(tmp_path: Path) -> None:
     result = run_python(clean_env(tmp_path, DJANGO_DEBUG="1"), "-c", "import config.settings")
     assert result.returncode == 0, result.stderr
