@@ -9,13 +9,17 @@ auth work, and passes everything else down the usual chain.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
+from django.core.exceptions import DisallowedHost
 from django.http import HttpRequest, HttpResponse
 
 from .cors import is_preflight, preflight_response, with_cors_headers
 from .rate_limit import seconds_until_allowed
-from .views import api_rate_limited, api_suggest, healthz, partial_rate_limited, readyz
+from .views import InertJsonResponse, api_rate_limited, api_suggest, healthz, partial_rate_limited, readyz
+
+logger = logging.getLogger(__name__)
 
 API_PATH = "/api/suggest"
 PARTIAL_PATH = "/suggest"
@@ -34,8 +38,13 @@ class SuggestFastPathMiddleware:
         if probe is not None:
             response = probe(request)
         elif path == API_PATH:
-            # CommonMiddleware would have validated the Host header; a bad one still gets its 400.
-            request.get_host()
+            # CommonMiddleware would have validated the Host header; a bad one still gets its 400,
+            # as JSON like every other answer of the API.
+            try:
+                request.get_host()
+            except DisallowedHost:
+                logger.warning("Refused /api/suggest for a disallowed Host header")
+                return InertJsonResponse({"error": "Bad request: this host name is not served here."}, status=400)
             response = with_cors_headers(request, self._api(request))
         elif path == PARTIAL_PATH:
             request.get_host()

@@ -19,8 +19,10 @@ def test_suggest_is_answered_without_session_or_csrf(client: Client, small_corpu
     assert not hasattr(response.wsgi_request, "session") and not hasattr(response.wsgi_request, "user")
 
 
-def test_a_foreign_host_is_still_refused(client: Client, small_corpus: Corpus) -> None:
-    assert client.get("/api/suggest", {"q": "password"}, HTTP_HOST="evil.example").status_code == 400
+def test_a_foreign_host_is_still_refused_in_json(client: Client, small_corpus: Corpus) -> None:
+    response = client.get("/api/suggest", {"q": "password"}, HTTP_HOST="evil.example")
+    assert response.status_code == 400 and response["Content-Type"] == "application/json"
+    assert "host name" in response.json()["error"]
 
 
 def test_other_paths_keep_the_full_chain(client: Client, small_corpus: Corpus) -> None:
