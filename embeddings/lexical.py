@@ -16,11 +16,19 @@ import dataclasses
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from .plain_arrays import (
+    checked_array,
+    csr_pointers,
+    csr_values,
+    flatten_groups,
+    pack_strings,
+    unflatten_groups,
+    unpack_strings,
+)
 from .typed_query import TypedQuery, tokenize
 
 # Resolution of the score histogram used to select the best matches (see LexicalIndex.top).
@@ -30,9 +38,6 @@ _BINS = 1024
 # texts, and such words ("how", "do", "the") are in nearly every query.
 _DENSE_MIN_SHARE = 1 / 16
 _DENSE_MIN_DF = 1024
-# Joins the strings of a stored index into one UTF-8 array: words are runs of letters and digits
-# (typed_query._TOKEN_RE), so no word, stem or typo key contains it.
-_STRING_SEPARATOR = "\n"
 
 
 @dataclass(frozen=True)
@@ -104,7 +109,7 @@ class LexicalIndex:
         """The index as plain numeric arrays (no objects), from which `from_arrays` rebuilds it exactly."""
         arrays: dict[str, npt.NDArray[np.generic]] = {
             "ids": self._ids,
-            "vocabulary": _pack_strings(self.vocabulary),
+            "vocabulary": pack_strings(self.vocabulary),
             "ptr": self._ptr,
             "docs": self._docs,
             "df": self._df,
@@ -113,8 +118,10 @@ class LexicalIndex:
             "dense_row": self._dense_row,
             "dense": self._dense,
             "group": self._group,
-            **_flatten("typo", {key: np.asarray(terms, dtype=np.int64) for key, terms in self._typo_keys.items()}),
-            **_flatten("stem", self._stems),
+            **flatten_groups(
+                "typo", {key: np.asarray(terms, dtype=np.int64) for key, terms in self._typo_keys.items()}
+            ),
+            **flatten_groups("stem", self._stems),
         }
         if self._length_factor is not None:
             arrays["length_factor"] = self._length_factor
@@ -128,36 +135,36 @@ class LexicalIndex:
         index = cls.__new__(cls)
         index.params = LexicalParams(
             **{
-                f.name: _array(arrays, f"param_{f.name}", type(f.default), 0).item()
+                f.name: checked_array(arrays, f"param_{f.name}", type(f.default), 0).item()
                 for f in dataclasses.fields(LexicalParams)
             }
         )
-        n = len(ids := _array(arrays, "ids", np.int64, 1))
+        n = len(ids := checked_array(arrays, "ids", np.int64, 1))
         index._ids = ids
         # Lookups are rebuilt rather than stored: they follow from the arrays, and a file holds no objects.
         index._position = dict(zip(ids.tolist(), range(n), strict=True))
         if len(index._position) != n:
             raise ValueError("ids must be unique")
-        index._ptr = _csr_pointers(arrays, "ptr")
+        index._ptr = csr_pointers(arrays, "ptr")
         terms = len(index._ptr) - 1
-        index.vocabulary = _unpack_strings(_array(arrays, "vocabulary", np.uint8, 1), terms)
+        index.vocabulary = unpack_strings(checked_array(arrays, "vocabulary", np.uint8, 1), terms)
         index._term = dict(zip(index.vocabulary, range(terms), strict=True))
-        index._docs = _csr_values(arrays, "docs", np.int32, index._ptr, bound=n)
-        index._df = _array(arrays, "df", np.int64, 1, size=terms)
-        index._idf = _array(arrays, "idf", np.float64, 1, size=terms)
-        index._unknown_idf = float(_array(arrays, "unknown_idf", np.float64, 0))
-        index._dense_row = _array(arrays, "dense_row", np.int32, 1, size=terms)
-        index._dense = _array(arrays, "dense", np.uint8, 2)
+        index._docs = csr_values(arrays, "docs", np.int32, index._ptr, bound=n)
+        index._df = checked_array(arrays, "df", np.int64, 1, size=terms)
+        index._idf = checked_array(arrays, "idf", np.float64, 1, size=terms)
+        index._unknown_idf = float(checked_array(arrays, "unknown_idf", np.float64, 0))
+        index._dense_row = checked_array(arrays, "dense_row", np.int32, 1, size=terms)
+        index._dense = checked_array(arrays, "dense", np.uint8, 2)
         if index._dense.shape[1] != n or index._dense_row.max(initial=-1) >= len(index._dense):
             raise ValueError("stored dense columns do not fit the index")
-        index._group = _array(arrays, "group", np.int64, 1, size=n)
+        index._group = checked_array(arrays, "group", np.int64, 1, size=n)
         index._length_factor = (
-            _array(arrays, "length_factor", np.float32, 1, size=n) if "length_factor" in arrays else None
+            checked_array(arrays, "length_factor", np.float32, 1, size=n) if "length_factor" in arrays else None
         )
-        keys, bounds, values = _unflatten(arrays, "typo", bound=terms)
+        keys, bounds, values = unflatten_groups(arrays, "typo", bound=terms)
         typo_terms = values.tolist()
         index._typo_keys = {key: typo_terms[a:b] for key, a, b in zip(keys, bounds, bounds[1:], strict=False)}
-        keys, bounds, values = _unflatten(arrays, "stem", bound=terms)
+        keys, bounds, values = unflatten_groups(arrays, "stem", bound=terms)
         index._stems = {key: values[a:b] for key, a, b in zip(keys, bounds, bounds[1:], strict=False)}
         return index
 
@@ -430,79 +437,6 @@ def _stem(word: str) -> str:
                 break
     # A final "e" comes and goes with the suffix ("make", "making"): drop it on both sides.
     return word[:-1] if word.endswith("e") and len(word) > 3 else word
-
-
-def _pack_strings(strings: Sequence[str]) -> npt.NDArray[np.uint8]:
-    """`strings` as one UTF-8 byte array (their count is kept elsewhere: CSR pointers)."""
-    joined = _STRING_SEPARATOR.join(strings)
-    if joined.count(_STRING_SEPARATOR) != max(len(strings) - 1, 0):
-        raise ValueError(f"a stored string contains the separator {_STRING_SEPARATOR!r}")
-    return np.frombuffer(joined.encode("utf-8"), dtype=np.uint8)
-
-
-def _unpack_strings(packed: npt.NDArray[np.uint8], count: int) -> list[str]:
-    """The `count` strings `_pack_strings` joined (UnicodeDecodeError, a ValueError, when damaged)."""
-    strings = packed.tobytes().decode("utf-8").split(_STRING_SEPARATOR) if count else []
-    if len(strings) != count:
-        raise ValueError(f"expected {count} stored strings, found {len(strings)}")
-    return strings
-
-
-def _flatten(name: str, groups: Mapping[str, npt.NDArray[np.int64]]) -> dict[str, npt.NDArray[np.generic]]:
-    """A dict of term arrays as three arrays: its keys, CSR pointers and the concatenated terms."""
-    sizes = [len(terms) for terms in groups.values()]
-    return {
-        f"{name}_keys": _pack_strings(list(groups)),
-        f"{name}_ptr": np.concatenate(([0], np.cumsum(sizes, dtype=np.int64))).astype(np.int64),
-        f"{name}_terms": np.concatenate(list(groups.values())).astype(np.int64) if groups else _NO_TERMS,
-    }
-
-
-def _unflatten(
-    arrays: Mapping[str, npt.NDArray[np.generic]], name: str, *, bound: int
-) -> tuple[list[str], list[int], npt.NDArray[np.int64]]:
-    """What `_flatten` stored under `name`: the keys, their CSR pointers and the terms (each below `bound`)."""
-    ptr = _csr_pointers(arrays, f"{name}_ptr")
-    terms = _csr_values(arrays, f"{name}_terms", np.int64, ptr, bound=bound)
-    return _unpack_strings(_array(arrays, f"{name}_keys", np.uint8, 1), len(ptr) - 1), ptr.tolist(), terms
-
-
-def _array(
-    arrays: Mapping[str, npt.NDArray[np.generic]],
-    name: str,
-    dtype: npt.DTypeLike,
-    ndim: int,
-    *,
-    size: int | None = None,
-) -> npt.NDArray[Any]:
-    """`arrays[name]`, checked to have this dtype, number of dimensions and (when given) length."""
-    array = arrays[name]
-    if array.dtype != np.dtype(dtype) or array.ndim != ndim or (size is not None and len(array) != size):
-        raise ValueError(f"stored array {name!r} is {array.dtype} of shape {array.shape}")
-    return array
-
-
-def _csr_pointers(arrays: Mapping[str, npt.NDArray[np.generic]], name: str) -> npt.NDArray[np.int64]:
-    """CSR pointers: starting at 0 and never decreasing."""
-    ptr: npt.NDArray[np.int64] = _array(arrays, name, np.int64, 1)
-    if ptr.size == 0 or ptr[0] != 0 or (np.diff(ptr) < 0).any():
-        raise ValueError(f"stored array {name!r} is not a list of CSR pointers")
-    return ptr
-
-
-def _csr_values(
-    arrays: Mapping[str, npt.NDArray[np.generic]],
-    name: str,
-    dtype: npt.DTypeLike,
-    ptr: npt.NDArray[np.int64],
-    *,
-    bound: int,
-) -> npt.NDArray[Any]:
-    """The values `ptr` points into, each in [0, bound)."""
-    values = _array(arrays, name, dtype, 1, size=int(ptr[-1]))
-    if values.size and (values.min() < 0 or values.max() >= bound):
-        raise ValueError(f"stored array {name!r} points outside the index")
-    return values
 
 
 def _deletions(word: str) -> set[str]:
