@@ -28,7 +28,7 @@ from django.utils import timezone
 
 from embeddings.vector_index import write_atomically
 
-from .catalog import invalidate_catalog
+from .catalog import announce_catalog_change
 from .conf import app_settings
 from .lexical_store import lexical_files_of
 from .models import Corpus, IndexBuild, QAPair
@@ -113,7 +113,7 @@ def restore_from(directory: Path, *, force: bool = False) -> RestoreReport:
     else:
         _restore_postgresql(directory / manifest["database"])
     applied = _migrate()
-    invalidate_catalog()
+    announce_catalog_change()
     live = IndexBuild.objects.filter(is_live=True).select_related("corpus").order_by("corpus__slug", "encoder")
     return RestoreReport(
         corpora=Corpus.objects.count(),

@@ -24,7 +24,7 @@ from django.dispatch import receiver
 from embeddings.encoders import Encoder
 from embeddings.vector_index import IndexFileError, VectorIndex, set_threads, thread_cap
 
-from .catalog import LiveBuild, invalidate_catalog
+from .catalog import LiveBuild, announce_catalog_change
 from .conf import app_settings
 from .embedding_store import Progress
 from .lexical_store import (
@@ -133,7 +133,7 @@ def make_live(corpus: Corpus, *, encoder: str, **fields: object) -> IndexBuild:
         IndexBuild.objects.filter(corpus=corpus, encoder=encoder, is_live=True).update(is_live=False)
         build = IndexBuild.objects.create(corpus=corpus, encoder=encoder, is_live=True, **fields)
     transaction.on_commit(lambda: _prune_superseded(corpus.pk, encoder))
-    transaction.on_commit(invalidate_catalog)
+    transaction.on_commit(announce_catalog_change)
     return build
 
 

@@ -1,7 +1,9 @@
 """Which corpora exist and which index build is live for each encoder, as a serving process sees them.
 
 Re-read from the database at most every `catalog_ttl_seconds`, so several servers sharing the
-database agree on a switch of live index within seconds, and a keystroke costs no query. While the
+database agree on a switch of live index within seconds, and a keystroke costs no query; sooner
+when they share a cache (Redis): a new live build changes a token there, and a server whose snapshot
+was read under another token reads again at once. While the
 database cannot be reached, the last snapshot keeps serving and every request past the TTL tries
 the database again: a failed read is never kept.
 """
@@ -12,8 +14,10 @@ import functools
 import logging
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 
+from django.core.cache import caches
 from django.db import DatabaseError
 
 from .conf import app_settings
@@ -54,6 +58,8 @@ class CorpusEntry:
 class Catalog:
     corpora: dict[str, CorpusEntry]
     loaded_at: float
+    # The shared change token when this snapshot was read (None: none set, or no cache for it).
+    change_token: str | None = None
 
     @functools.cached_property
     def public(self) -> dict[str, CorpusEntry]:
@@ -66,26 +72,50 @@ logger = logging.getLogger(__name__)
 _catalog: Catalog | None = None
 _catalog_lock = threading.Lock()
 _database_lost = False  # so an outage is logged once, not on every keystroke
+_CHANGE_KEY = "catalog:change"
 
 
 def catalog() -> Catalog:
     """A snapshot of corpora and live builds, at most `catalog_ttl_seconds` old."""
     global _catalog
     current = _catalog
-    ttl = app_settings().catalog_ttl_seconds
-    if current is not None and time.monotonic() - current.loaded_at < ttl:
+    if current is not None and _is_current(current):
         return current
     with _catalog_lock:
-        if _catalog is None or time.monotonic() - _catalog.loaded_at >= ttl:
+        if _catalog is None or not _is_current(_catalog):
             _catalog = _reread(_catalog)
         return _catalog
+
+
+def _is_current(snapshot: Catalog) -> bool:
+    # The TTL bounds staleness whatever the cache is: an in-process one never sees another
+    # server's token, and a token that vanished (evicted, Redis down) costs one early re-read.
+    fresh = time.monotonic() - snapshot.loaded_at < app_settings().catalog_ttl_seconds
+    return fresh and _change_token() == snapshot.change_token
+
+
+def announce_catalog_change() -> None:
+    """After a new live build commits: this process reads again, and so do others sharing the cache."""
+    invalidate_catalog()
+    alias = app_settings().catalog_change_cache
+    if alias:
+        # A fresh random token rather than a counter: one write, and no lost update between servers.
+        caches[alias].set(_CHANGE_KEY, uuid.uuid4().hex, timeout=None)
+
+
+def _change_token() -> str | None:
+    alias = app_settings().catalog_change_cache
+    token = caches[alias].get(_CHANGE_KEY) if alias else None
+    return token if isinstance(token, str) else None
 
 
 def _reread(previous: Catalog | None) -> Catalog:
     """A fresh snapshot; the previous one while the database is away (none: the error goes up)."""
     global _database_lost
     try:
-        fresh = _read_catalog()
+        # The token is read before the database, so a change committed during the read is seen next time.
+        token = _change_token()
+        fresh = _read_catalog(token)
     except DatabaseError as exc:
         if not _database_lost:
             logger.error("The database cannot be reached (%s): corpora known before keep answering.", exc)
@@ -105,7 +135,7 @@ def invalidate_catalog() -> None:
     _catalog = None
 
 
-def _read_catalog() -> Catalog:
+def _read_catalog(change_token: str | None) -> Catalog:
     live: dict[int, dict[str, LiveBuild]] = {}
     for build in IndexBuild.objects.filter(is_live=True).values(
         "id", "corpus_id", "encoder", "file_name", "dimension", "vector_count", "kind"
@@ -122,4 +152,4 @@ def _read_catalog() -> Catalog:
         )
         for corpus in Corpus.objects.order_by("name")
     }
-    return Catalog(corpora=corpora, loaded_at=time.monotonic())
+    return Catalog(corpora=corpora, loaded_at=time.monotonic(), change_token=change_token)

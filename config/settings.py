@@ -167,16 +167,43 @@ FILE_UPLOAD_TEMP_DIR = str(VAR_DIR / "upload-tmp")
 Path(FILE_UPLOAD_TEMP_DIR).mkdir(mode=0o700, exist_ok=True)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 
-CACHES = {
-    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
-    # Query vectors by encoder + text: 50,000 vectors of 1.5 KB bound it to about 75 MB per process.
-    "query-embeddings": {
-        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
-        "LOCATION": "query-embeddings",
-        "TIMEOUT": 24 * 3600,
-        "OPTIONS": {"MAX_ENTRIES": 50_000, "CULL_FREQUENCY": 10},
-    },
-}
+
+def redis_caches(url: str) -> dict[str, dict[str, Any]]:
+    """The two caches on the Redis server at `url`, each under its own key prefix."""
+    # Short timeouts: a dead or unreachable Redis must cost a request little (it then acts as an
+    # empty cache, autocomplete/resilient_cache.py); a healthy one nearby answers far within them.
+    options = {"socket_connect_timeout": 0.1, "socket_timeout": 0.25}
+    backend = "autocomplete.resilient_cache.ResilientRedisCache"
+    return {
+        "default": {"BACKEND": backend, "LOCATION": url, "KEY_PREFIX": "autocomplete", "OPTIONS": options},
+        # Bounded by Redis's own `maxmemory` and eviction policy (allkeys-lru), not by an entry count.
+        "query-embeddings": {
+            "BACKEND": backend,
+            "LOCATION": url,
+            "KEY_PREFIX": "autocomplete-query-vectors",
+            "TIMEOUT": 24 * 3600,
+            "OPTIONS": options,
+        },
+    }
+
+
+# `default` holds the rate-limit counters and the catalog's change token, `query-embeddings` the
+# query vectors: in-process unless REDIS_URL is set, and then shared by every worker and host.
+_REDIS_URL = env_str("REDIS_URL")
+CACHES = (
+    redis_caches(_REDIS_URL)
+    if _REDIS_URL
+    else {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        # Query vectors by encoder + text: 50,000 vectors of 1.5 KB bound it to about 75 MB per process.
+        "query-embeddings": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": "query-embeddings",
+            "TIMEOUT": 24 * 3600,
+            "OPTIONS": {"MAX_ENTRIES": 50_000, "CULL_FREQUENCY": 10},
+        },
+    }
+)
 
 
 def _not_a_deliberate_503(record: logging.LogRecord) -> bool:
