@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEMO_CORPUS ?= help
 
-.PHONY: setup demo test chromium migrate demo-data superuser serve worker bench lint check clean
+.PHONY: setup demo test test-postgres chromium migrate demo-data superuser serve worker bench lint check clean
 
 # The demo's secret key: random, made once on this machine in var/secret_key (mode 0600) and reused,
 # so sessions survive a restart. A deployment sets DJANGO_SECRET_KEY itself (see README, "Production").
@@ -71,6 +71,12 @@ chromium:
 
 test: setup chromium
 	$(BIN)/python -m pytest --cov --cov-report=term -p no:cacheprovider
+
+# Every test but the browser ones (their pages read the database as the other tests do) again, on
+# PostgreSQL: pytest-django creates and drops test_<name> beside the database this URL names.
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
+test-postgres: setup
+	AUTOCOMPLETE_TEST_DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python -m pytest -p no:cacheprovider -m "not browser"
 
 lint: setup
 	$(BIN)/ruff check .

@@ -372,12 +372,25 @@ def _restore_sqlite(source: Path) -> None:
 
 
 def _restore_postgresql(source: Path) -> None:
-    pg_restore = postgresql_tool("pg_restore")
+    pg_restore, psql = postgresql_tool("pg_restore"), postgresql_tool("psql")
+    # Every table goes, not only those the dump holds (pg_restore --clean): one that a newer migration
+    # made would otherwise stay and stop the migrations that bring an older backup up to date.
+    drops = "".join(f"DROP TABLE IF EXISTS {connection.ops.quote_name(t)} CASCADE;\n" for t in _table_names())
+    script = subprocess.run([pg_restore, "--no-owner", "--file=-", str(source)], capture_output=True, check=False)
+    if script.returncode != 0:
+        raise BackupError(f"pg_restore failed: {script.stderr.decode(errors='replace').strip()}")
     connections.close_all()
-    _run_postgresql_tool(pg_restore, ["--clean", "--if-exists", "--no-owner", "--single-transaction", str(source)])
+    # One transaction: a restore that fails leaves the database as it was.
+    arguments = ["--quiet", "--single-transaction", "--set=ON_ERROR_STOP=1", "--file=-"]
+    _run_postgresql_tool(psql, arguments, stdin=drops.encode() + script.stdout)
 
 
-def _run_postgresql_tool(program: str, arguments: list[str]) -> None:
+def _table_names() -> list[str]:
+    """The tables in the deployment's database."""
+    return connection.introspection.table_names()
+
+
+def _run_postgresql_tool(program: str, arguments: list[str], stdin: bytes | None = None) -> None:
     database = connection.settings_dict
     options: list[str] = []
     for flag, key in (("--username", "USER"), ("--host", "HOST"), ("--port", "PORT")):
@@ -387,9 +400,9 @@ def _run_postgresql_tool(program: str, arguments: list[str]) -> None:
     env = dict(os.environ)
     if database.get("PASSWORD"):
         env["PGPASSWORD"] = str(database["PASSWORD"])
-    result = subprocess.run([program, *options, *arguments], env=env, capture_output=True, text=True, check=False)
+    result = subprocess.run([program, *options, *arguments], env=env, input=stdin, capture_output=True, check=False)
     if result.returncode != 0:
-        raise BackupError(f"{Path(program).name} failed: {result.stderr.strip()}")
+        raise BackupError(f"{Path(program).name} failed: {result.stderr.decode(errors='replace').strip()}")
 
 
 def _migrate() -> list[str]:

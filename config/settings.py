@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import dj_database_url
 import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
 
@@ -118,15 +119,38 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {
-    "default": {
-        "ENGINE": "django.db.backends.sqlite3",
-        "NAME": str(env_path("AUTOCOMPLETE_DATABASE_PATH") or VAR_DIR / "db.sqlite3"),
+
+def database_from_url(url: str | None, sqlite_path: Path) -> dict[str, Any]:
+    """The default database: `url` parsed by dj-database-url, or the SQLite file when it is unset."""
+    database: dict[str, Any] = (
+        dict(dj_database_url.parse(url)) if url else {"ENGINE": "django.db.backends.sqlite3", "NAME": str(sqlite_path)}
+    )
+    if database["ENGINE"] == "django.db.backends.sqlite3":
         # WAL lets readers keep answering while an ingest holds the write lock.
         # IMMEDIATE takes the write lock when a transaction begins, so concurrent ingest jobs
         # queue up instead of failing on a stale snapshot.
-        "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL;", "timeout": 30, "transaction_mode": "IMMEDIATE"},
-    }
+        database["OPTIONS"] = {
+            "init_command": "PRAGMA journal_mode=WAL;",
+            "timeout": 30,
+            "transaction_mode": "IMMEDIATE",
+        }
+    elif database["ENGINE"] == "django.db.backends.postgresql":
+        # A connection kept for a minute spares each keystroke's request a new server connection
+        # (a process and an authentication on the server); idle ones still go back within the minute.
+        database["CONN_MAX_AGE"] = 60
+        # A kept connection that a server restart or failover broke is replaced before a request
+        # uses it, instead of failing that request.
+        database["CONN_HEALTH_CHECKS"] = True
+        # A server that does not answer fails the request in seconds rather than holding a worker.
+        database["OPTIONS"] = {"connect_timeout": 10, **database.get("OPTIONS", {})}
+    return database
+
+
+# Several machines share one database server: DATABASE_URL=postgres://user:password@host:5432/name.
+DATABASES = {
+    "default": database_from_url(
+        env_str("DATABASE_URL"), env_path("AUTOCOMPLETE_DATABASE_PATH") or VAR_DIR / "db.sqlite3"
+    )
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

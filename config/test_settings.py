@@ -18,11 +18,18 @@ os.environ.setdefault("DJANGO_SECRET_KEY", "test-settings-secret-key-never-used-
 
 from .environment import env_str  # noqa: E402
 from .settings import *  # noqa: E402, F403
-from .settings import AUTOCOMPLETE, DATABASES  # noqa: E402
+from .settings import AUTOCOMPLETE, DATABASES, database_from_url  # noqa: E402
 
 _TEST_VAR = Path(tempfile.mkdtemp(prefix="autocomplete-test-"))
-# On disk rather than in memory, so worker subprocesses and live-server threads see the same data.
-DATABASES["default"]["TEST"] = {"NAME": str(_TEST_VAR / "test.sqlite3")}
+# PostgreSQL when this names a server (e.g. postgres://postgres@127.0.0.1:5432/test): pytest-django
+# creates and drops its own test database beside the one named (test_test). A subprocess that a test
+# starts is given the test database itself in this variable (tests/conftest.py, `database_env`).
+_TEST_DATABASE_URL = env_str("AUTOCOMPLETE_TEST_DATABASE_URL")
+if _TEST_DATABASE_URL:
+    DATABASES["default"] = database_from_url(_TEST_DATABASE_URL, _TEST_VAR / "unused.sqlite3")
+else:
+    # On disk rather than in memory, so worker subprocesses and live-server threads see the same data.
+    DATABASES["default"]["TEST"] = {"NAME": str(_TEST_VAR / "test.sqlite3")}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Read-only: tests change it through the `configure` fixture (tests/conftest.py), never in place.
 AUTOCOMPLETE = MappingProxyType(

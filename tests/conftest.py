@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from django.db import connection
@@ -130,8 +131,21 @@ def random_model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pat
     }
 
 
+def database_env() -> dict[str, str]:
+    """The variables that point a subprocess run with the test settings at this test's database."""
+    database = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return {"AUTOCOMPLETE_DATABASE_PATH": str(database["NAME"])}
+    # The test database itself (test_<name>), which pytest-django created and the subprocess must not.
+    user = quote(str(database["USER"] or ""), safe="")
+    password = f":{quote(str(database['PASSWORD']), safe='')}" if database["PASSWORD"] else ""
+    address = f"{database['HOST'] or ''}:{database['PORT']}" if database["PORT"] else str(database["HOST"] or "")
+    url = f"postgres://{user}{password}@{address}/{quote(str(database['NAME']), safe='')}"
+    return {"AUTOCOMPLETE_TEST_DATABASE_URL": url}
+
+
 def start_worker(*args: str, slow: bool = False) -> subprocess.Popen[bytes]:
-    """A real `manage.py db_worker` on this test's database file, index, upload and ONNX directories.
+    """A real `manage.py db_worker` on this test's database, index, upload and ONNX directories.
 
     `slow` makes its jobs embed 16 texts per batch and pause 2 s after each step, long enough to
     watch or kill them mid-way (AUTOCOMPLETE_JOB_BATCH_PAUSE_SECONDS, a real throttle setting).
@@ -139,7 +153,7 @@ def start_worker(*args: str, slow: bool = False) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "config.test_settings",
-        "AUTOCOMPLETE_DATABASE_PATH": str(connection.settings_dict["NAME"]),
+        **database_env(),
         "AUTOCOMPLETE_INDEX_DIR": str(app_settings().index_dir),
         "AUTOCOMPLETE_UPLOAD_DIR": str(app_settings().upload_dir),
         "AUTOCOMPLETE_ONNX_DIR": str(app_settings().onnx_dir),

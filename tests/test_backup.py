@@ -11,7 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from autocomplete.conf import app_settings
 from autocomplete.ingest import reindex
 from autocomplete.models import Corpus, IndexBuild, IngestJob, QAPair
 
-from .conftest import faq_csv, start_worker
+from .conftest import database_env, faq_csv, start_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 PREFIXES = ["how do I res", "cancel my", "invoices", "mobile", "card declin", "contact sup"]
@@ -62,13 +62,21 @@ def served(client: Client) -> dict[str, list[list[Any]]]:
     return answers
 
 
-def fresh_deployment(root: Path) -> dict[str, str]:
-    """The environment of a new deployment: an empty database file and index directory under `root`.
+def database_file() -> str:
+    """The name of the database's file in a backup of this test's database."""
+    return backup.DATABASE_FILES[connection.vendor]
+
+
+@pytest.fixture
+def fresh_deployment(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """The environment of a new deployment: an empty database and index directory under tmp_path/fresh.
 
     It shares this session's ONNX export, which no backup holds: a deployment makes its own with
-    `manage.py export_onnx`, from the same weights.
+    `manage.py export_onnx`, from the same weights. On PostgreSQL its database is a new one beside
+    the test database, dropped afterwards.
     """
-    return {
+    root = tmp_path / "fresh"
+    env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "config.test_settings",
         "AUTOCOMPLETE_VAR_DIR": str(root),
@@ -77,6 +85,17 @@ def fresh_deployment(root: Path) -> dict[str, str]:
         "AUTOCOMPLETE_UPLOAD_DIR": str(root / "uploads"),
         "AUTOCOMPLETE_ONNX_DIR": str(app_settings().onnx_dir),
     }
+    if connection.vendor == "sqlite":
+        yield env
+        return
+    name = f"{connection.settings_dict['NAME']}_fresh"
+    with connection.cursor() as cursor:
+        cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        cursor.execute(f'CREATE DATABASE "{name}"')
+    url = database_env()["AUTOCOMPLETE_TEST_DATABASE_URL"]
+    yield env | {"AUTOCOMPLETE_TEST_DATABASE_URL": f"{url.rsplit('/', 1)[0]}/{name}"}
+    with connection.cursor() as cursor:
+        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def run_in(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -94,15 +113,14 @@ def index_files() -> list[str]:
     return sorted(path.name for path in app_settings().index_dir.iterdir())
 
 
-def restore_into_fresh_deployment(directory: Path, root: Path) -> tuple[dict[str, str], str]:
-    env = fresh_deployment(root)
+def restore_into_fresh_deployment(directory: Path, env: dict[str, str]) -> str:
     result = run_in(env, sys.executable, "manage.py", "restore", str(directory))
     assert result.returncode == 0, result.stderr[-3000:]
-    return env, result.stdout
+    return result.stdout
 
 
 def test_a_restore_into_a_fresh_deployment_serves_identical_suggestions(
-    small_corpus: Corpus, client: Client, tmp_path: Path
+    small_corpus: Corpus, client: Client, tmp_path: Path, fresh_deployment: dict[str, str]
 ) -> None:
     before = served(client)
     assert all(before.values())
@@ -124,13 +142,14 @@ def test_a_restore_into_a_fresh_deployment_serves_identical_suggestions(
     on_disk = sorted(name for app, name in MigrationLoader(None).disk_migrations if app == "autocomplete")
     assert manifest["migrations"]["autocomplete"] == on_disk
     backed_up = sorted(entry["name"] for entry in manifest["files"])
-    assert backed_up == ["database.sqlite3", *(f"indexes/{name}" for name in index_files())]
+    assert backed_up == [database_file(), *(f"indexes/{name}" for name in index_files())]
     assert len(backed_up) == 3  # the database, the index file and its lexical file
     modes = {name: (tmp_path / "backup" / name).stat().st_mode & 0o777 for name in [*backed_up, MANIFEST]}
     assert set(modes.values()) == {0o600}, modes  # the database holds password hashes and sessions
     assert (tmp_path / "backup").stat().st_mode & 0o777 == 0o700
 
-    env, report = restore_into_fresh_deployment(tmp_path / "backup", tmp_path / "fresh")
+    env = fresh_deployment
+    report = restore_into_fresh_deployment(tmp_path / "backup", env)
     assert "corpora: 1\npairs: 10\nlive builds: small/minilm (10 vectors)\n" in report
     assert served_in(env) == before
     # The lexical file was read, not rebuilt: the restored directory holds exactly the backed-up files.
@@ -154,7 +173,7 @@ def _delete(path: Path) -> None:
 def _backed_up(manifest: dict[str, Any], which: str) -> str:
     names: list[str] = [entry["name"] for entry in manifest["files"]]
     if which == "database":
-        return "database.sqlite3"
+        return database_file()
     lexical = [name for name in names if ".lexical-" in name]
     return lexical[0] if which == "lexical" else next(n for n in names if n.endswith(".faiss"))
 
@@ -189,7 +208,7 @@ def test_a_backup_that_did_not_finish_has_no_manifest_and_is_refused(
     monkeypatch.setattr(backup, "lexical_files_of", disk_full)
     with pytest.raises(OSError, match="No space left"):
         backup_to(tmp_path / "backup")
-    assert (tmp_path / "backup" / "database.sqlite3").is_file() and not (tmp_path / "backup" / MANIFEST).exists()
+    assert (tmp_path / "backup" / database_file()).is_file() and not (tmp_path / "backup" / MANIFEST).exists()
     with pytest.raises(BackupError, match=f"holds no {MANIFEST}.*interrupted"):
         restore_from(tmp_path / "backup", force=True)
 
@@ -212,7 +231,7 @@ def test_force_replaces_a_backup_and_keeps_files_it_did_not_write(small_corpus: 
     assert (tmp_path / "backup" / "NOTES.txt").read_text() == "kept by the operator"
     listed = {entry["name"] for entry in second["files"]}
     on_disk = {f"indexes/{p.name}" for p in (tmp_path / "backup" / "indexes").iterdir()}
-    assert on_disk == listed - {"database.sqlite3"}  # the first backup's index files are gone
+    assert on_disk == listed - {database_file()}  # the first backup's index files are gone
     assert first["live_builds"][0]["file_name"] != second["live_builds"][0]["file_name"]
 
 
@@ -256,15 +275,18 @@ def test_a_backup_older_than_the_code_is_migrated(small_corpus: Corpus, client: 
     """An older backup, made here by removing the sessions app's migration from a copy."""
     before = served(client)
     backup_to(tmp_path / "backup")
-    database = tmp_path / "backup" / "database.sqlite3"
-    with closing(sqlite3.connect(database)) as older:
-        older.execute("DROP TABLE django_session")
-        older.execute("DELETE FROM django_migrations WHERE app = 'sessions'")
-        older.commit()
+    database = tmp_path / "backup" / database_file()
+    if connection.vendor == "sqlite":
+        with closing(sqlite3.connect(database)) as older:
+            older.execute("DROP TABLE django_session")
+            older.execute("DELETE FROM django_migrations WHERE app = 'sessions'")
+            older.commit()
+    else:
+        _make_pgdump_older(database)
 
     def older_code(manifest: dict[str, Any]) -> None:
         del manifest["migrations"]["sessions"]
-        entry = next(e for e in manifest["files"] if e["name"] == "database.sqlite3")
+        entry = next(e for e in manifest["files"] if e["name"] == database_file())
         entry["size"], entry["sha256"] = database.stat().st_size, backup._sha256_of(database)
 
     _edit_manifest(tmp_path / "backup", older_code)
@@ -272,6 +294,23 @@ def test_a_backup_older_than_the_code_is_migrated(small_corpus: Corpus, client: 
     assert report.migrations_applied == ["sessions.0001_initial"]
     assert "django_session" in connection.introspection.table_names()
     assert served(client) == before
+
+
+def _make_pgdump_older(dump: Path) -> None:
+    """The dump without the sessions app's migration, through a scratch database it is restored into."""
+    scratch = f"{connection.settings_dict['NAME']}_older"
+    url = f"{database_env()['AUTOCOMPLETE_TEST_DATABASE_URL'].rsplit('/', 1)[0]}/{scratch}"
+    with connection.cursor() as cursor:
+        cursor.execute(f'DROP DATABASE IF EXISTS "{scratch}"')
+        cursor.execute(f'CREATE DATABASE "{scratch}"')
+    try:
+        subprocess.run(["pg_restore", "--no-owner", f"--dbname={url}", str(dump)], check=True, capture_output=True)
+        sql = "DROP TABLE django_session; DELETE FROM django_migrations WHERE app = 'sessions';"
+        subprocess.run(["psql", "--quiet", f"--dbname={url}", "-c", sql], check=True, capture_output=True)
+        subprocess.run(["pg_dump", "--format=custom", f"--file={dump}", url], check=True, capture_output=True)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)')
 
 
 def test_a_manifest_cannot_name_files_outside_the_backup(small_corpus: Corpus, tmp_path: Path) -> None:
@@ -309,7 +348,12 @@ def _wait_for(condition: Callable[[], bool], process: subprocess.Popen[bytes], t
 
 @pytest.mark.slow
 def test_a_backup_taken_while_an_ingest_job_commits_is_a_snapshot(
-    small_corpus: Corpus, client: Client, settings: Any, configure: Callable[..., None], tmp_path: Path
+    small_corpus: Corpus,
+    client: Client,
+    settings: Any,
+    configure: Callable[..., None],
+    tmp_path: Path,
+    fresh_deployment: dict[str, str],
 ) -> None:
     settings.TASKS = DATABASE_TASKS
     configure(UPLOAD_DIR=tmp_path / "uploads")
@@ -338,6 +382,7 @@ def test_a_backup_taken_while_an_ingest_job_commits_is_a_snapshot(
     assert QAPair.objects.count() == 50 and served(client) != before
     # The backup is the state before the commit, whole: its pairs and its live index agree.
     assert manifest["pairs"] == 10 and manifest["live_builds"][0]["file_name"] == live.file_name
-    env, report = restore_into_fresh_deployment(tmp_path / "backup", tmp_path / "fresh")
+    env = fresh_deployment
+    report = restore_into_fresh_deployment(tmp_path / "backup", env)
     assert "pairs: 10\nlive builds: small/minilm (10 vectors)" in report
     assert served_in(env) == before

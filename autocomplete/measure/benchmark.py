@@ -158,7 +158,10 @@ def stack_env(var_dir: Path, *, encoder: str, **overrides: str) -> dict[str, str
         key: value
         for key, value in os.environ.items()
         if key in weights
-        or (not key.startswith(("AUTOCOMPLETE_", "GUNICORN_", "DJANGO_")) and key not in ("WEB_CONCURRENCY", "PORT"))
+        or (
+            not key.startswith(("AUTOCOMPLETE_", "GUNICORN_", "DJANGO_"))
+            and key not in ("WEB_CONCURRENCY", "PORT", "DATABASE_URL")
+        )
     }
     env |= {
         "DJANGO_SETTINGS_MODULE": "config.settings",
