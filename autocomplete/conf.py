@@ -57,8 +57,9 @@ class AutocompleteSettings:
     # How often a serving process re-reads which build is live: the delay of a hot swap across servers.
     catalog_ttl_seconds: float = 2.0
     # Cache alias of the token a new live build changes, so servers sharing that cache (Redis) re-read
-    # the catalog at once rather than within the TTL; "" turns it off.
-    catalog_change_cache: str = "default"
+    # the catalog at once rather than within the TTL. Off ("") by default: an in-process cache shows
+    # no other server's token, and reading it would only cost every keystroke a lookup.
+    catalog_change_cache: str = ""
     embed_batch_size: int = 64
     # Cache alias for query vectors; "" turns the cache off.
     query_cache: str = "query-embeddings"

@@ -268,6 +268,8 @@ TASKS = {
 # The app's settings (defaults and meanings: autocomplete/conf.py). Keys left out, here because
 # their variable is unset, take the default.
 _AUTOCOMPLETE_FROM_ENVIRONMENT: dict[str, Any] = {
+    # With a shared cache, a new live build reaches every server at once (autocomplete/catalog.py).
+    "CATALOG_CHANGE_CACHE": "default" if _REDIS_URL else None,
     "VAR_DIR": VAR_DIR,
     "ENCODERS": {
         "ivysaur": {"PATH": env_str("AUTOCOMPLETE_IVYSAUR_PATH") or None},

@@ -102,7 +102,7 @@ def test_rate_limit_counters_are_shared_between_workers(settings: Settings, conf
 @pytest.mark.django_db
 def test_a_new_live_build_elsewhere_is_seen_before_the_ttl(settings: Settings, configure: Callable[..., None]) -> None:
     use_redis(settings, REDIS_URL)
-    configure(CATALOG_TTL_SECONDS=3600.0)
+    configure(CATALOG_TTL_SECONDS=3600.0, CATALOG_CHANGE_CACHE="default")  # as REDIS_URL sets it
     assert list(catalog().corpora) == []
     Corpus.objects.create(name="New", slug="new")
     assert list(catalog().corpora) == []  # within the TTL, nothing announced: the snapshot stands
@@ -113,7 +113,7 @@ def test_a_new_live_build_elsewhere_is_seen_before_the_ttl(settings: Settings, c
 
 @pytest.mark.django_db
 def test_with_an_in_process_cache_the_ttl_still_bounds_staleness(configure: Callable[..., None]) -> None:
-    configure(CATALOG_TTL_SECONDS=0.0)
+    configure(CATALOG_TTL_SECONDS=0.0, CATALOG_CHANGE_CACHE="default")
     assert list(catalog().corpora) == []
     Corpus.objects.create(name="New", slug="new")
     assert list(catalog().corpora) == ["new"]
