@@ -71,7 +71,7 @@ def database_file() -> str:
 def fresh_deployment(tmp_path: Path) -> Iterator[dict[str, str]]:
     """The environment of a new deployment: an empty database and index directory under tmp_path/fresh.
 
-    It shares this session's ONNX export, which no backup holds: a deployment makes its own with
+    It shares the test run's ONNX export, which no backup holds: a deployment makes its own with
     `manage.py export_onnx`, from the same weights. On PostgreSQL its database is a new one beside
     the test database, dropped afterwards.
     """

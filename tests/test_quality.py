@@ -15,8 +15,8 @@ import pytest
 from django.core.management import call_command
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
-# Mean hit@5 over 25/50/75/100 % typed, as measured on 2026-12-02, less 0.003 of allowance for
-# int8 kernels that round differently on other CPUs (one hit in ~300 prefixes).
+# The mean hit@5 over 25/50/75/100 % typed that docs/quality.md records ("Regression guard"), less an
+# allowance for int8 kernels that round differently on other CPUs.
 FLOORS = {("deepset-covid", "all"): 0.668 - 0.003, ("stackfaq", "dev"): 0.802 - 0.003}
 
 pytestmark = [
