@@ -44,3 +44,8 @@ def test_a_site_is_told_what_is_missing_with_the_fix(settings) -> None:
     assert errors["autocomplete.E005"].hint == "Add 'django_htmx' to INSTALLED_APPS."
     assert "AUTOCOMPLETE['QUERY_CACHE'] names the cache 'query-embeddings'" in errors["autocomplete.E006"].msg
     assert "'APP_DIRS': True" in str(errors["autocomplete.E007"].hint)
+
+
+def test_without_django_htmx_alone_only_that_is_named(settings) -> None:
+    settings.INSTALLED_APPS = [app for app in settings.INSTALLED_APPS if app != "django_htmx"]
+    assert [error.id for error in check_host_project()] == ["autocomplete.E005"]
