@@ -327,7 +327,7 @@ class ApiKeyAdmin(admin.ModelAdmin[ApiKey]):
             "title": f"API key created: {obj.name}",
             "api_key": obj,
             "key": getattr(request, "_created_api_key", ""),
-            "example_url": request.build_absolute_uri(reverse("api-suggest")) + "?q=how&corpus=SLUG",
+            "example_url": request.build_absolute_uri(reverse("autocomplete:api-suggest")) + "?q=how&corpus=SLUG",
         }
         return TemplateResponse(request, "admin/autocomplete/apikey/created.html", context)
 

@@ -17,6 +17,9 @@ from django.http import HttpRequest
 from .conf import app_settings
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+# Set on a request once it has been counted, so that the fast-path middleware and the view that a
+# request then reaches count it once between them.
+_COUNTED = "_autocomplete_rate_counted"
 
 
 def client_address(request: HttpRequest) -> str:
@@ -40,11 +43,13 @@ def seconds_until_allowed(request: HttpRequest) -> int:
     A fixed window counted with the cache's atomic `incr`: one cache operation per request and an
     exact count across workers sharing Redis or memcached, where a token bucket would need a read
     and a write that concurrent workers could interleave; the price is that a client may send up
-    to twice the burst across a window boundary.
+    to twice the burst across a window boundary. A request already counted is within its limit, since
+    one over it was answered there and then.
     """
     settings = app_settings()
-    if not settings.rate_limit:
+    if not settings.rate_limit or getattr(request, _COUNTED, False):
         return 0
+    setattr(request, _COUNTED, True)
     window = settings.rate_limit_burst / settings.rate_limit_per_second
     now = time.time()
     number = int(now // window)

@@ -4,6 +4,8 @@ from django.urls import path
 
 from . import views
 
+# Names are reversed as autocomplete:<name>, so a site may mount the app under any prefix beside its own URLs.
+app_name = "autocomplete"
 urlpatterns = [
     path("", views.search_page, name="search"),
     path("suggest", views.suggest_partial, name="suggest"),

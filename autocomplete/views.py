@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -11,17 +12,19 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
+from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_safe
-from django_htmx.middleware import HtmxDetails
 
 from . import health
 from .api_keys import AccessError, require_access
 from .catalog import CorpusEntry
 from .conf import app_settings
+from .cors import is_preflight, preflight_response, with_cors_headers
 from .encoder_registry import encoder_registry
 from .forms import SuggestForm
 from .links import link_url
+from .rate_limit import seconds_until_allowed
 from .search import SearchError, SuggestResult, corpus_list, resolve_corpus, suggestions_for
 
 OPENAPI_DESCRIPTION = Path(__file__).with_name("openapi.json")
@@ -41,12 +44,6 @@ class InertJsonResponse(JsonResponse):
 
     def __init__(self, data: dict[str, Any], **kwargs: Any) -> None:
         super().__init__(data, encoder=_InertJSONEncoder, **kwargs)
-
-
-class HtmxHttpRequest(HttpRequest):
-    """A request through django-htmx's middleware, which sets `htmx`."""
-
-    htmx: HtmxDetails
 
 
 def _encoder_choices(entry: CorpusEntry) -> list[tuple[str, str]]:
@@ -98,10 +95,15 @@ def search_page(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
-def suggest_partial(request: HtmxHttpRequest) -> HttpResponse:
+def suggest_partial(request: HttpRequest) -> HttpResponse:
     """The listbox of suggestions that the HTMX search box swaps in on every keystroke."""
-    if not request.htmx:
-        return redirect(f"/?{request.GET.urlencode()}")
+    # The header htmx sends, read here rather than through django-htmx's middleware, which a site
+    # using the app need not install.
+    if request.headers.get("HX-Request") != "true":
+        return redirect(f"{reverse('autocomplete:search')}?{request.GET.urlencode()}")
+    retry_after = seconds_until_allowed(request)
+    if retry_after:
+        return partial_rate_limited(retry_after)
     form = SuggestForm(request.GET)
     context: dict[str, Any] = {"query": request.GET.get("q", "")}
     if not form.is_valid():
@@ -115,8 +117,22 @@ def suggest_partial(request: HtmxHttpRequest) -> HttpResponse:
     return render(request, "autocomplete/_suggestions.html", context)
 
 
-def api_suggest(request: HttpRequest) -> JsonResponse:
-    """GET /api/suggest?q=&corpus=&k=&encoder= (see README for the contract)."""
+def api_suggest(request: HttpRequest) -> HttpResponse:
+    """GET /api/suggest?q=&corpus=&k=&encoder= (see README for the contract), with CORS and the rate limit.
+
+    The fast-path middleware calls it before the session and auth middleware; without that
+    middleware the URL reaches it the usual way and answers the same.
+    """
+    if is_preflight(request):
+        response: HttpResponse = preflight_response(request)
+    elif retry_after := seconds_until_allowed(request):
+        response = api_rate_limited(retry_after)
+    else:
+        response = _api_answer(request)
+    return with_cors_headers(request, response)
+
+
+def _api_answer(request: HttpRequest) -> JsonResponse:
     if request.method != "GET":
         response = InertJsonResponse({"error": "Method not allowed: use GET."}, status=405)
         response["Allow"] = "GET"
@@ -187,11 +203,18 @@ def readyz(request: HttpRequest) -> JsonResponse:
 
 
 @cache
-def _openapi_description() -> bytes:
-    return OPENAPI_DESCRIPTION.read_bytes()
+def _openapi_description(server: str) -> bytes:
+    text = OPENAPI_DESCRIPTION.read_bytes()
+    if not server:
+        return text
+    # Its paths are the app's own; mounted under a prefix, `servers` says where they start.
+    description = json.loads(text)
+    description["servers"] = [{"url": server, "description": "Where this site mounts the app."}]
+    return json.dumps(description, indent=2).encode()
 
 
 @require_safe
 def api_description(request: HttpRequest) -> HttpResponse:
     """GET /api/openapi.json: the OpenAPI 3.1 description of the JSON API, as kept in the app."""
-    return HttpResponse(_openapi_description(), content_type="application/json")
+    server = reverse("autocomplete:search").rstrip("/")
+    return HttpResponse(_openapi_description(server), content_type="application/json")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from autocomplete.checks import check_encoder_settings
+from autocomplete.checks import check_encoder_settings, check_host_project
 
 
 def test_default_settings_pass() -> None:
@@ -29,3 +29,23 @@ def test_an_unknown_setting_is_refused_at_start_up(configure) -> None:
     (error,) = check_encoder_settings()
     assert error.id == "autocomplete.E004"
     assert "Unknown AUTOCOMPLETE setting(s) ANN_TRESHOLD" in error.msg
+
+
+def test_the_project_provides_what_the_app_needs() -> None:
+    assert check_host_project() == []
+
+
+def test_a_site_is_told_what_is_missing_with_the_fix(settings) -> None:
+    settings.INSTALLED_APPS = [app for app in settings.INSTALLED_APPS if app != "django_htmx"]
+    settings.CACHES = {"default": settings.CACHES["default"]}
+    settings.TEMPLATES = [{**settings.TEMPLATES[0], "APP_DIRS": False, "DIRS": []}]
+    errors = {error.id: error for error in check_host_project()}
+    assert set(errors) == {"autocomplete.E005", "autocomplete.E006", "autocomplete.E007"}
+    assert errors["autocomplete.E005"].hint == "Add 'django_htmx' to INSTALLED_APPS."
+    assert "AUTOCOMPLETE['QUERY_CACHE'] names the cache 'query-embeddings'" in errors["autocomplete.E006"].msg
+    assert "'APP_DIRS': True" in str(errors["autocomplete.E007"].hint)
+
+
+def test_without_django_htmx_alone_only_that_is_named(settings) -> None:
+    settings.INSTALLED_APPS = [app for app in settings.INSTALLED_APPS if app != "django_htmx"]
+    assert [error.id for error in check_host_project()] == ["autocomplete.E005"]

@@ -28,3 +28,14 @@ def test_a_foreign_host_is_still_refused_in_json(client: Client, small_corpus: C
 def test_other_paths_keep_the_full_chain(client: Client, small_corpus: Corpus) -> None:
     response = client.get("/", {"q": "password"})
     assert response.status_code == 200 and hasattr(response.wsgi_request, "session")
+
+
+def test_under_a_prefix_the_fast_path_finds_the_apps_paths(client: Client, small_corpus: Corpus, settings) -> None:
+    settings.ROOT_URLCONF = "tests.mounted_urls"
+    response = client.get("/autocomplete/api/suggest", {"q": "reset my password"})
+    assert response.status_code == 200
+    assert response.json()["suggestions"][0]["question"] == "How do I reset my password?"
+    assert not hasattr(response.wsgi_request, "session")
+    assert client.get("/autocomplete/healthz").status_code == 200
+    # The app's paths at the root are no longer its own: a site's page there keeps the whole chain.
+    assert client.get("/api/suggest", {"q": "password"}).status_code == 404

@@ -17,6 +17,7 @@ from embeddings.encoders import EncoderUnavailableError
 from embeddings.vector_index import VectorIndex
 
 from .conftest import faq_csv
+from .mounted_urls import SITE_MIDDLEWARE
 
 pytestmark = pytest.mark.django_db
 
@@ -222,3 +223,27 @@ def test_corpora_already_loaded_keep_answering_through_an_outage(client: Client,
         response = client.get("/api/suggest", {"q": "cancel my plan"})
     assert response.status_code == 200
     assert response.json()["suggestions"][0]["question"] == "How do I cancel my subscription?"
+
+
+@pytest.fixture
+def mounted(settings, small_corpus: Corpus) -> Corpus:
+    settings.ROOT_URLCONF = "tests.mounted_urls"
+    settings.MIDDLEWARE = SITE_MIDDLEWARE
+    return small_corpus
+
+
+def test_under_a_prefix_the_page_links_to_the_apps_own_paths(client: Client, mounted: Corpus) -> None:
+    page = client.get("/autocomplete/").content.decode()
+    assert 'action="/autocomplete/"' in page and 'hx-get="/autocomplete/suggest"' in page
+    assert '<a href="/autocomplete/" class="brand">' in page
+    partial = client.get("/autocomplete/suggest", {"q": "reset my password"}, HTTP_HX_REQUEST="true")
+    assert "How do I reset my password?" in partial.content.decode()
+    # Without JavaScript the partial's address leads back to the page, under the prefix.
+    redirect = client.get("/autocomplete/suggest", {"q": "password"})
+    assert redirect.status_code == 302 and redirect["Location"] == "/autocomplete/?q=password"
+
+
+def test_under_a_prefix_the_description_names_where_the_paths_start(client: Client, mounted: Corpus) -> None:
+    description = client.get("/autocomplete/api/openapi.json").json()
+    assert description["servers"] == [{"url": "/autocomplete", "description": "Where this site mounts the app."}]
+    assert "/api/suggest" in description["paths"]
