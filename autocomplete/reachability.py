@@ -28,7 +28,7 @@ from embeddings.vector_index import set_threads, thread_cap
 
 from .measure.evaluation import DEFAULT_FRACTIONS, cut
 from .models import AnalysisStatus, Corpus, ReachabilityAudit
-from .search import SearchSpace, encode_queries, rank, served_space
+from .search import Embed, SearchSpace, Suggestion, encode_queries, rank, served_space
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def audit_space(space: SearchSpace, encoder: Encoder, options: AuditOptions = Au
     return results
 
 
-def _ranks(space: SearchSpace, prefixes: list[list[str]], embed: Any, k: int) -> list[tuple[int | None, ...]]:
+def _ranks(space: SearchSpace, prefixes: list[list[str]], embed: Embed, k: int) -> list[tuple[int | None, ...]]:
     """Each pair's position for each of its prefixes, searched one query at a time as served."""
     # One query vector per search: spare OpenMP threads only wait on each other (serving runs one).
     threads = thread_cap()
@@ -106,7 +106,7 @@ def _ranks(space: SearchSpace, prefixes: list[list[str]], embed: Any, k: int) ->
         set_threads(threads)
 
 
-def _rank_of(pk: int, ranked: Sequence[Any]) -> int | None:
+def _rank_of(pk: int, ranked: Sequence[Suggestion]) -> int | None:
     return next((position for position, s in enumerate(ranked, start=1) if s.id == pk), None)
 
 
@@ -119,9 +119,9 @@ def _reach(ranks: Sequence[int | None], fractions: Sequence[float]) -> float | N
     return reach
 
 
-def _batched_embedder(space: SearchSpace, encoder: Encoder, prefixes: set[str]) -> Any:
-    """An `embed` for `rank` whose texts, those the served ranking derives from each prefix, are
-    embedded up front in batches (one encoder call per prefix would dominate the audit)."""
+def _batched_embedder(space: SearchSpace, encoder: Encoder, prefixes: set[str]) -> Embed:
+    """An `embed` for `rank` whose texts, those the served ranking derives from the prefixes, are
+    embedded up front, each once, by `encode_queries` (in batches where the encoder allows it)."""
     texts = sorted(
         {" ".join(embedding_text(TypedQuery.parse(p), space.lexical, DEFAULT_RANKING).split()) for p in prefixes}
     )
