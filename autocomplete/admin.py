@@ -225,7 +225,6 @@ class CorpusAdmin(admin.ModelAdmin[Corpus]):
             f"Reachability audit: {corpus.name}",
             corpus=corpus,
             audit=audits[0] if audits else None,
-            other_audits=audits[1:],
             findings=findings,
             can_change=self.has_change_permission(request, corpus),
         )

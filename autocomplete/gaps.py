@@ -130,7 +130,7 @@ def _report(corpus: Corpus, *, start: date, end: date, source: str) -> ContentGa
         corpus=corpus,
         start=start,
         end=end,
-        defaults={"status": AnalysisStatus.QUEUED, "error": "", "source": source[:200]},
+        defaults={"status": AnalysisStatus.QUEUED, "error": "", "source": source[:200], "requested_at": timezone.now()},
     )
     return report
 

@@ -157,7 +157,9 @@ def audit_now(
 def _audit_row(corpus: Corpus, encoder: str | None) -> ReachabilityAudit:
     key = encoder or served_space(corpus.slug)[0]
     audit, _ = ReachabilityAudit.objects.update_or_create(
-        corpus=corpus, encoder=key, defaults={"status": AnalysisStatus.QUEUED, "error": ""}
+        corpus=corpus,
+        encoder=key,
+        defaults={"status": AnalysisStatus.QUEUED, "error": "", "requested_at": timezone.now()},
     )
     return audit
 
