@@ -15,6 +15,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import Client
+from django_tasks_db.models import DBTaskResult
 
 from autocomplete import gaps
 from autocomplete.models import AnalysisStatus, ContentGap, Corpus
@@ -144,3 +145,19 @@ def test_a_failure_is_recorded_and_the_previous_groups_kept(minilm) -> None:
     failed = gaps.gaps_now(corpus, start=date(2026, 11, 1), end=date(2026, 11, 30), queries=queries, source="b")
     assert failed.status == AnalysisStatus.FAILED and "retired" in failed.error and "run it again" in failed.error
     assert failed.groups == first.groups
+
+
+def test_the_request_only_queues_and_a_worker_groups(small_corpus: Corpus, admin_client: Client, settings) -> None:
+    settings.TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default"]}}
+    url = f"/admin/autocomplete/corpus/{small_corpus.pk}/gaps/"
+    upload = SimpleUploadedFile("log.csv", b"query,count\nforgot my password,3\nreset my password please,2\n")
+    assert admin_client.post(url, {**RANGE, "file": upload}).status_code == 302
+    report = ContentGap.objects.get(corpus=small_corpus)
+    assert report.status == AnalysisStatus.QUEUED and report.groups == []
+    assert "Queued" in admin_client.get(url).content.decode()
+    # What a worker does with the stored task (the real worker closes this test's connection).
+    queued = DBTaskResult.objects.get()
+    assert queued.task.name == "compute_gaps_task"
+    queued.task.call(*queued.args_kwargs["args"], **queued.args_kwargs["kwargs"])
+    report.refresh_from_db()
+    assert report.status == AnalysisStatus.DONE and [group["size"] for group in report.groups] == [5]

@@ -10,6 +10,7 @@ from django.contrib.auth.models import Permission, User
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import Client
+from django_tasks_db.models import DBTaskResult
 
 from autocomplete import reachability
 from autocomplete.ingest import ingest_parsed
@@ -101,3 +102,18 @@ def test_command_audits_prints_and_stores(audited_corpus: Corpus) -> None:
     Corpus.objects.create(name="Empty", slug="empty", default_encoder="minilm")
     with pytest.raises(CommandError, match="no index yet.*Index the corpus first"):
         call_command("audit_reachability", "empty")
+
+
+def test_the_request_only_queues_and_a_worker_audits(audited_corpus: Corpus, admin_client: Client, settings) -> None:
+    settings.TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default"]}}
+    url = f"/admin/autocomplete/corpus/{audited_corpus.pk}/reachability/"
+    assert admin_client.post(url).status_code == 302
+    audit = ReachabilityAudit.objects.get(corpus=audited_corpus)
+    assert audit.status == AnalysisStatus.QUEUED and audit.findings == []
+    assert "Queued" in admin_client.get(url).content.decode()
+    # What a worker does with the stored task (the real worker closes this test's connection).
+    queued = DBTaskResult.objects.get()
+    assert queued.task.name == "run_audit_task"
+    queued.task.call(*queued.args_kwargs["args"], **queued.args_kwargs["kwargs"])
+    audit.refresh_from_db()
+    assert audit.status == AnalysisStatus.DONE and audit.pair_count == 19 and audit.findings
