@@ -112,6 +112,15 @@ class GapImportForm(forms.Form):
     end = forms.DateField(help_text="Last day they cover.")
     file = forms.FileField(help_text="CSV with a `query` column and an optional `count` column, UTF-8.")
 
+    def clean_file(self) -> Any:
+        upload = self.cleaned_data["file"]
+        limit = app_settings().max_upload_bytes
+        if upload.size > limit:
+            raise forms.ValidationError(
+                f"The file is {upload.size:,} bytes; the limit is {limit:,} (AUTOCOMPLETE_MAX_UPLOAD_BYTES)."
+            )
+        return upload
+
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
         if data.get("start") and data.get("end") and data["start"] > data["end"]:

@@ -99,12 +99,16 @@ def test_groups_cover_every_query_once_and_recover_the_paraphrase_groups(small_c
 
 
 def test_a_bad_file_is_refused_on_the_form_and_viewers_cannot_import(
-    small_corpus: Corpus, admin_client: Client
+    small_corpus: Corpus, admin_client: Client, configure
 ) -> None:
     url = f"/admin/autocomplete/corpus/{small_corpus.pk}/gaps/"
     response = admin_client.post(url, {**RANGE, "file": SimpleUploadedFile("log.csv", b"query,count\nrefund,many\n")})
     assert response.status_code == 200
     assert "Line 2: the count" in unescape(response.content.decode()) and not ContentGap.objects.exists()
+    configure(MAX_UPLOAD_BYTES=10)
+    large = admin_client.post(url, {**RANGE, "file": SimpleUploadedFile("log.csv", b"query\nforgot my password\n")})
+    assert "the limit is 10 (AUTOCOMPLETE_MAX_UPLOAD_BYTES)" in large.content.decode()
+    configure(MAX_UPLOAD_BYTES=50_000_000)
     swapped = admin_client.post(
         url, {"start": "2026-12-01", "end": "2026-11-01", "file": SimpleUploadedFile("a.csv", b"x")}
     )
