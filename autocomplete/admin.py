@@ -14,16 +14,18 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpRespons
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
+from django.utils.http import urlencode
 from django.views.decorators.http import require_POST
 
-from . import api_keys, health, jobs
+from . import api_keys, gaps, health, jobs, reachability
 from .conf import app_settings
 from .encoder_registry import encoder_registry
 from .exporting import corpus_csv_rows
-from .forms import ReindexForm, UploadForm
+from .forms import GapImportForm, ReindexForm, UploadForm
 from .links import HttpURLValidator
-from .models import ApiKey, Corpus, IndexBuild, IngestJob, QAPair
+from .models import ApiKey, ContentGap, Corpus, IndexBuild, IngestJob, QAPair, ReachabilityAudit
 from .parsing import ParseError
+from .search import SearchError
 
 
 def _encoder_choices() -> list[tuple[str, str]]:
@@ -78,6 +80,10 @@ class CorpusAdmin(admin.ModelAdmin[Corpus]):
         return [
             path("upload/", view(self.upload_view), name="autocomplete_corpus_upload"),
             path("upload/<int:job_id>/preview/", view(self.preview_view), name="autocomplete_corpus_preview"),
+            path("<int:corpus_id>/gaps/", view(self.gaps_view), name="autocomplete_corpus_gaps"),
+            path(
+                "<int:corpus_id>/reachability/", view(self.reachability_view), name="autocomplete_corpus_reachability"
+            ),
             *super().get_urls(),
         ]
 
@@ -147,6 +153,83 @@ class CorpusAdmin(admin.ModelAdmin[Corpus]):
         context = self._context(request, f"Preview: {job.original_name}", job=job, preview=job.preview)
         return TemplateResponse(request, "admin/autocomplete/corpus/preview.html", context)
 
+    def _analysed_corpus(self, request: HttpRequest, corpus_id: int) -> Corpus:
+        """The corpus of a gaps or audit page: seen with view permission, recomputed with change."""
+        corpus = get_object_or_404(Corpus, pk=corpus_id)
+        if not self.has_view_permission(request, corpus):
+            raise PermissionDenied
+        if request.method == "POST" and not self.has_change_permission(request, corpus):
+            raise PermissionDenied
+        return corpus
+
+    def gaps_view(self, request: HttpRequest, corpus_id: int) -> HttpResponse:
+        """The content gaps of one corpus, largest group first; a CSV of queries queues a new grouping."""
+        corpus = self._analysed_corpus(request, corpus_id)
+        form = GapImportForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            try:
+                queries = gaps.read_query_counts(data["file"].read())
+            except gaps.GapInputError as exc:
+                form.add_error("file", f"{exc} Nothing was changed.")
+            else:
+                report = gaps.request_gaps(
+                    corpus, start=data["start"], end=data["end"], queries=queries, source=data["file"].name
+                )
+                messages.info(request, f"Grouping of {len(queries)} queries for {report.start}..{report.end} queued.")
+                return HttpResponseRedirect(
+                    reverse("admin:autocomplete_corpus_gaps", args=[corpus.pk]) + f"?report={report.pk}"
+                )
+        reports = list(ContentGap.objects.filter(corpus=corpus))
+        chosen = next((r for r in reports if str(r.pk) == request.GET.get("report")), reports[0] if reports else None)
+        add_url = reverse("admin:autocomplete_qapair_add")
+        groups = [
+            {
+                **group,
+                "create_url": f"{add_url}?{urlencode({'corpus': corpus.pk, 'question': group['typical']})}",
+                "nearest_url": _pair_url(group.get("nearest_id")),
+            }
+            for group in (chosen.groups if chosen is not None else [])
+        ]
+        context = self._context(
+            request,
+            f"Content gaps: {corpus.name}",
+            corpus=corpus,
+            form=form,
+            reports=reports,
+            report=chosen,
+            groups=groups,
+            can_change=self.has_change_permission(request, corpus),
+        )
+        return TemplateResponse(request, "admin/autocomplete/corpus/gaps.html", context)
+
+    def reachability_view(self, request: HttpRequest, corpus_id: int) -> HttpResponse:
+        """The pairs visitors typing their own question would miss, worst first; POST queues a new audit."""
+        corpus = self._analysed_corpus(request, corpus_id)
+        if request.method == "POST":
+            try:
+                audit = reachability.request_audit(corpus)
+            except SearchError as exc:
+                messages.error(request, f"{exc} Index the corpus first, then audit it.")
+            else:
+                messages.info(request, f"Reachability audit of {corpus.slug} ({audit.encoder}) queued.")
+            return HttpResponseRedirect(reverse("admin:autocomplete_corpus_reachability", args=[corpus.pk]))
+        audits = list(ReachabilityAudit.objects.filter(corpus=corpus))
+        findings = [
+            {**finding, "edit_url": _pair_url(finding["id"]), "ranks": _ranks_text(audit, finding)}
+            for audit in audits[:1]
+            for finding in audit.findings
+        ]
+        context = self._context(
+            request,
+            f"Reachability audit: {corpus.name}",
+            corpus=corpus,
+            audit=audits[0] if audits else None,
+            findings=findings,
+            can_change=self.has_change_permission(request, corpus),
+        )
+        return TemplateResponse(request, "admin/autocomplete/corpus/reachability.html", context)
+
     @admin.action(description="Re-index selected corpora with an encoder", permissions=["change"])
     def reindex_action(self, request: HttpRequest, queryset: QuerySet[Corpus]) -> HttpResponse | None:
         form = ReindexForm(request.POST if "encoder" in request.POST else None, encoder_choices=_encoder_choices())
@@ -173,6 +256,18 @@ class CorpusAdmin(admin.ModelAdmin[Corpus]):
         response = StreamingHttpResponse(corpus_csv_rows(corpus), content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = f'attachment; filename="{corpus.slug}.csv"'
         return response
+
+
+def _pair_url(pair_id: int | None) -> str | None:
+    return reverse("admin:autocomplete_qapair_change", args=[pair_id]) if pair_id is not None else None
+
+
+def _ranks_text(audit: ReachabilityAudit, finding: dict[str, Any]) -> list[str]:
+    """Each prefix's share and the pair's place there, as the audit page lists them: '50 %: —'."""
+    return [
+        f"{round(fraction * 100)} %: {place if place is not None else '—'}"
+        for fraction, place in zip(audit.fractions, finding["ranks"], strict=False)
+    ]
 
 
 @admin.register(IngestJob)

@@ -103,3 +103,26 @@ class ReindexForm(forms.Form):
     def __init__(self, *args: Any, encoder_choices: list[tuple[str, str]], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         cast(forms.ChoiceField, self.fields["encoder"]).choices = encoder_choices
+
+
+class GapImportForm(forms.Form):
+    """A CSV of query,count (a support log, or an export of unanswered searches) to group for a range."""
+
+    start = forms.DateField(help_text="First day the queries cover (YYYY-MM-DD).")
+    end = forms.DateField(help_text="Last day they cover.")
+    file = forms.FileField(help_text="CSV with a `query` column and an optional `count` column, UTF-8.")
+
+    def clean_file(self) -> Any:
+        upload = self.cleaned_data["file"]
+        limit = app_settings().max_upload_bytes
+        if upload.size > limit:
+            raise forms.ValidationError(
+                f"The file is {upload.size:,} bytes; the limit is {limit:,} (AUTOCOMPLETE_MAX_UPLOAD_BYTES)."
+            )
+        return upload
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if data.get("start") and data.get("end") and data["start"] > data["end"]:
+            raise forms.ValidationError("The range starts after it ends: swap the dates.")
+        return data

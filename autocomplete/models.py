@@ -220,3 +220,65 @@ class IngestJob(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in self.FINISHED
+
+
+class AnalysisStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
+class ContentGap(models.Model):
+    """The latest grouping by meaning of a corpus's unanswered queries over a date range."""
+
+    corpus = models.ForeignKey(Corpus, on_delete=models.CASCADE, related_name="content_gaps")
+    start = models.DateField()
+    end = models.DateField()
+    source = models.CharField(max_length=200, blank=True, help_text="Where the queries came from.")
+    encoder = models.CharField(max_length=50, blank=True)
+    status = models.CharField(max_length=10, choices=AnalysisStatus.choices, default=AnalysisStatus.QUEUED)
+    error = models.TextField(blank=True)
+    similarity = models.FloatField(default=0.0, help_text="Mean cosine above which groups were merged.")
+    wordings = models.PositiveIntegerField(default=0, help_text="Distinct queries grouped.")
+    searches = models.PositiveIntegerField(default=0, help_text="Sum of their counts.")
+    # [{"size", "wordings", "typical", "examples", "nearest_id", "nearest_question", "nearest_cosine"}],
+    # largest first (autocomplete/gaps.py).
+    groups = models.JSONField(default=list, blank=True)
+    requested_at = models.DateTimeField(auto_now_add=True)
+    computed_at = models.DateTimeField(null=True, blank=True)
+    duration_seconds = models.FloatField(default=0)
+
+    class Meta:
+        ordering = ["-end", "-start"]
+        verbose_name = "content gap report"
+        constraints = [models.UniqueConstraint(fields=["corpus", "start", "end"], name="one_gap_report_per_range")]
+
+    def __str__(self) -> str:
+        return f"{self.corpus.slug} gaps {self.start}..{self.end}"
+
+
+class ReachabilityAudit(models.Model):
+    """The latest audit of which pairs a visitor typing their own question does not reach."""
+
+    corpus = models.ForeignKey(Corpus, on_delete=models.CASCADE, related_name="reachability_audits")
+    encoder = models.CharField(max_length=50)
+    status = models.CharField(max_length=10, choices=AnalysisStatus.choices, default=AnalysisStatus.QUEUED)
+    error = models.TextField(blank=True)
+    k = models.PositiveIntegerField(default=5)
+    fractions = models.JSONField(default=list, blank=True)
+    shadow_similarity = models.FloatField(default=0.0)
+    pair_count = models.PositiveIntegerField(default=0)
+    # [{"id", "question", "ranks", "reach", "shadowed_by"}], worst first (autocomplete/reachability.py).
+    findings = models.JSONField(default=list, blank=True)
+    requested_at = models.DateTimeField(auto_now_add=True)
+    computed_at = models.DateTimeField(null=True, blank=True)
+    duration_seconds = models.FloatField(default=0)
+
+    class Meta:
+        ordering = ["-requested_at"]
+        verbose_name = "reachability audit"
+        constraints = [models.UniqueConstraint(fields=["corpus", "encoder"], name="one_audit_per_corpus_encoder")]
+
+    def __str__(self) -> str:
+        return f"{self.corpus.slug}/{self.encoder} reachability"

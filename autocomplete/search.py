@@ -375,3 +375,16 @@ def _serving_encoder(entry: CorpusEntry, key: str, *, load: bool) -> tuple[Encod
             f"The encoder '{key}' cannot be loaded on this server, so this corpus cannot answer right now; "
             "an administrator can see why in the server log."
         ) from exc
+
+
+def served_space(slug: str, encoder: str | None = None) -> tuple[str, Encoder, SearchSpace]:
+    """The encoder key, loaded encoder and search space that answer a corpus's visitors now.
+
+    For work that must see what is served (the reachability audit, the nearest question of a
+    content gap); raises SearchError when the corpus cannot answer.
+    """
+    entry = resolve_corpus(slug)
+    key, _ = resolve_encoder(entry, encoder)
+    _, model = _serving_encoder(entry, key, load=True)
+    assert model is not None  # load=True returns the encoder or raises
+    return key, model, live_space(entry.live[key])

@@ -159,6 +159,18 @@ class VectorIndex:
         """Cosine of the query with each given id (ids must be in the index)."""
         return self.vectors(ids) @ np.asarray(query, dtype=np.float32).reshape(-1)
 
+    def nearest_others(self, ids: Sequence[int]) -> list[tuple[int, float] | None]:
+        """For each given id, the closest other stored id and its cosine (None in a one-vector index)."""
+        if not len(ids) or self.count < 2:
+            return [None] * len(ids)
+        scores, found = self._index.search(self.vectors(ids), min(3, self.count))
+        nearest: list[tuple[int, float] | None] = []
+        for own, row_ids, row_scores in zip(ids, found, scores, strict=True):
+            # Two equal vectors tie at the top, in either order: skip the id itself wherever it is.
+            other = [(int(i), float(s)) for i, s in zip(row_ids, row_scores, strict=True) if i not in (-1, own)]
+            nearest.append(other[0] if other else None)
+        return nearest
+
     def vectors(self, ids: Sequence[int]) -> np.ndarray:
         """The stored unit vectors of the given ids, one row each (ids must be in the index)."""
         if not len(ids):
@@ -236,6 +248,28 @@ class VectorIndex:
         except OSError as exc:
             raise _unreadable(path, exc) from exc
         return cls.from_bytes(data, source=str(path), encoder=encoder, dimension=dimension, ef_search=ef_search)
+
+
+def spherical_kmeans(
+    vectors: np.ndarray, k: int, *, weights: np.ndarray | None = None, seed: int = 1234, iterations: int = 25
+) -> np.ndarray:
+    """k unit centroids of unit vectors by faiss's k-means (cosine), each vector counted `weights` times."""
+    matrix = np.ascontiguousarray(vectors, dtype=np.float32)
+    if not 0 < k <= len(matrix):
+        raise ValueError(f"k-means needs 1 <= k <= {len(matrix)} vectors, got k={k}.")
+    # Small inputs are the rule here (a few hundred queries): faiss's sampling bounds and its
+    # warning about few points per centroid are meant for millions.
+    kmeans = faiss.Kmeans(
+        matrix.shape[1],
+        k,
+        niter=iterations,
+        seed=seed,
+        spherical=True,
+        min_points_per_centroid=1,
+        max_points_per_centroid=max(256, len(matrix)),
+    )
+    kmeans.train(matrix, weights=None if weights is None else np.ascontiguousarray(weights, dtype=np.float32))
+    return np.asarray(kmeans.centroids, dtype=np.float32)
 
 
 @dataclass(frozen=True)

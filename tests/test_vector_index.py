@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from embeddings import vector_index as index_module
-from embeddings.vector_index import IndexFileError, IndexMismatchError, VectorIndex, read_index_header
+from embeddings.vector_index import IndexFileError, IndexMismatchError, VectorIndex, read_index_header, spherical_kmeans
 
 
 def unit_vectors(n: int, dim: int = 384, seed: int = 0) -> np.ndarray:
@@ -181,3 +181,26 @@ def test_the_header_alone_tells_a_truncated_or_grown_file(tmp_path: Path) -> Non
     with pytest.raises(IndexFileError, match="does not exist") as raised:
         read_index_header(path)
     assert raised.value.reason == "the index file is missing"
+
+
+def test_nearest_others_skips_the_vector_itself_even_on_a_tie() -> None:
+    vectors = np.eye(4, dtype=np.float32)[[0, 0, 1, 2]]  # ids 7 and 8 hold the same vector
+    vectors[3] = (vectors[2] + np.eye(4, dtype=np.float32)[3]) / np.sqrt(2)
+    index = VectorIndex.build(vectors, [7, 8, 9, 10], encoder="t", dimension=4, ann_threshold=100)
+    nearest = index.nearest_others([7, 8, 9, 10])
+    assert [pk for pk, _ in nearest] == [8, 7, 10, 9]  # type: ignore[misc]
+    assert nearest[0][1] == pytest.approx(1.0) and nearest[2][1] == pytest.approx(np.sqrt(0.5))  # type: ignore[index]
+    single = VectorIndex.build(vectors[:1], [1], encoder="t", dimension=4, ann_threshold=100)
+    assert single.nearest_others([1]) == [None]
+
+
+def test_spherical_kmeans_finds_weighted_unit_centroids() -> None:
+    rng = np.random.default_rng(0)
+    centres = np.eye(8, dtype=np.float32)[:3]
+    points = np.repeat(centres, 20, axis=0) + rng.normal(scale=0.05, size=(60, 8)).astype(np.float32)
+    points /= np.linalg.norm(points, axis=1, keepdims=True)
+    centroids = spherical_kmeans(points, 3, weights=np.ones(60))
+    assert np.allclose(np.linalg.norm(centroids, axis=1), 1, atol=1e-5)
+    assert sorted(int(np.argmax(c)) for c in centroids) == [0, 1, 2]
+    with pytest.raises(ValueError, match="k-means needs"):
+        spherical_kmeans(points[:2], 3)
