@@ -15,6 +15,9 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_safe
 from django_htmx.middleware import HtmxDetails
 
+from embeddings.highlight import match_spans
+from embeddings.typed_query import TypedQuery
+
 from . import health
 from .api_keys import AccessError, require_access
 from .catalog import CorpusEntry
@@ -116,7 +119,7 @@ def suggest_partial(request: HtmxHttpRequest) -> HttpResponse:
 
 
 def api_suggest(request: HttpRequest) -> JsonResponse:
-    """GET /api/suggest?q=&corpus=&k=&encoder= (see README for the contract)."""
+    """GET /api/suggest?q=&corpus=&k=&encoder=&highlight= (see README for the contract)."""
     if request.method != "GET":
         response = InertJsonResponse({"error": "Method not allowed: use GET."}, status=405)
         response["Allow"] = "GET"
@@ -126,7 +129,7 @@ def api_suggest(request: HttpRequest) -> JsonResponse:
     except TooManyFieldsSent:
         # Django's own 400 page would be HTML; an API client reads JSON.
         return InertJsonResponse(
-            {"error": "Too many query parameters: send only q, corpus, k and encoder."}, status=400
+            {"error": "Too many query parameters: send only q, corpus, k, encoder and highlight."}, status=400
         )
     if not form.is_valid():
         return InertJsonResponse({"error": form.error_message()}, status=400)
@@ -137,6 +140,8 @@ def api_suggest(request: HttpRequest) -> JsonResponse:
         if exc.status == 401:
             response["WWW-Authenticate"] = 'Bearer realm="api"'
         return response
+    # Parsed once for every suggestion, and only when asked: the default answer costs nothing more.
+    typed = TypedQuery.parse(result.query) if form.cleaned_data["highlight"] else None
     return InertJsonResponse(
         {
             "query": result.query,
@@ -145,6 +150,7 @@ def api_suggest(request: HttpRequest) -> JsonResponse:
             "suggestions": [
                 {"id": s.id, "question": s.question, "answer": s.answer, "score": s.score}
                 | ({"url": url} if (url := link_url(s.url)) else {})
+                | ({"highlight": match_spans(typed, s.question)} if typed else {})
                 for s in result.suggestions
             ],
             "took_ms": result.took_ms,
