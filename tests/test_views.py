@@ -169,6 +169,33 @@ def test_partial_escapes_html(client: Client, db: None) -> None:
     assert 'role="listbox"' in html and 'role="option"' in html
 
 
+def test_the_hand_off_is_offered_when_nothing_fits_and_after_a_submit(client: Client, small_corpus: Corpus) -> None:
+    Corpus.objects.filter(pk=small_corpus.pk).update(
+        handoff_text="Ask <our> team", handoff_url="https://example.com/contact?a=1&b=2"
+    )
+    invalidate_catalog()
+    link = '<a href="https://example.com/contact?a=1&amp;b=2">Ask &lt;our&gt; team</a>'
+
+    def partial(q: str) -> str:
+        return client.get("/suggest", {"q": q}, headers={"HX-Request": "true"}).content.decode()
+
+    # Nothing fits: the hand-off goes out of band into the box's region; something fits: it is cleared.
+    assert f'<div id="handoff" hx-swap-oob="innerHTML"><p class="handoff">{link}</p>\n</div>' in partial("zqxj")
+    assert '<div id="handoff" hx-swap-oob="innerHTML"></div>' in partial("cancel my subscription")
+    assert '<div id="handoff" hx-swap-oob="innerHTML"></div>' in partial("")
+    # A submit without choosing shows it under the results, whether any came back or not.
+    assert link in client.get("/", {"q": "cancel my subscription"}).content.decode()
+    assert link in client.get("/", {"q": "zqxj"}).content.decode()
+    assert 'id="handoff"' in client.get("/").content.decode() and link not in client.get("/").content.decode()
+    # A url of another scheme (a database edit) is never a link; the text alone still helps.
+    Corpus.objects.filter(pk=small_corpus.pk).update(handoff_url="javascript:alert(1)")
+    invalidate_catalog()
+    assert '<p class="handoff">Ask &lt;our&gt; team</p>' in partial("zqxj") and "javascript:" not in partial("zqxj")
+    Corpus.objects.filter(pk=small_corpus.pk).update(handoff_text="", handoff_url="")
+    invalidate_catalog()
+    assert 'class="handoff"' not in partial("zqxj")
+
+
 def test_partial_shows_errors_inline_and_redirects_without_htmx(client: Client, small_corpus: Corpus) -> None:
     response = client.get("/suggest", {"q": "x", "k": "99"}, headers={"HX-Request": "true"})
     assert response.status_code == 200 and 'role="alert"' in response.content.decode()
