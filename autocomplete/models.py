@@ -39,7 +39,7 @@ class Corpus(models.Model):
         default=False,
         help_text="Hidden from the search page; /api/suggest answers only requests with an API key for it.",
     )
-    # Where a visitor goes when no suggestion fits: shown under an empty box and after a submit.
+    # Where a visitor goes when no suggestion fits: offered beside the box and under the results of a search.
     handoff_text = models.CharField(
         "no-answer text",
         max_length=300,
