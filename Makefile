@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEMO_CORPUS ?= help
 
-.PHONY: setup demo test test-postgres chromium migrate demo-data superuser serve worker bench lint check clean
+.PHONY: setup demo test test-postgres chromium axe migrate demo-data superuser serve worker bench lint check clean
 
 # The demo's secret key: random, made once on this machine in var/secret_key (mode 0600) and reused,
 # so sessions survive a restart. A deployment sets DJANGO_SECRET_KEY itself (see README, "Production").
@@ -69,7 +69,17 @@ chromium:
 	  else echo "chromium is missing and cannot be installed here: browser tests will be skipped"; fi; \
 	fi
 
-test: setup chromium
+# axe-core, the accessibility checker the browser tests inject into pages, pinned, from the npm
+# registry into var/ (not committed); without npm those scans are skipped and say why.
+AXE_CORE_VERSION := 4.14.1
+axe:
+	@if grep -qs '"version": "$(AXE_CORE_VERSION)"' var/node_modules/axe-core/package.json; then :; \
+	elif command -v npm >/dev/null 2>&1; then \
+	  npm install --silent --no-save --no-package-lock --no-audit --no-fund --prefix var axe-core@$(AXE_CORE_VERSION) \
+	    || echo "axe-core could not be installed: the accessibility scans will be skipped"; \
+	else echo "npm is missing: the accessibility scans will be skipped"; fi
+
+test: setup chromium axe
 	$(BIN)/python -m pytest --cov --cov-report=term -p no:cacheprovider
 
 # Every test but the browser ones (their pages read the database as the other tests do) again, on

@@ -42,8 +42,15 @@ def _job_url(job: IngestJob) -> str:
     return reverse("admin:autocomplete_ingestjob_detail", args=[job.pk])
 
 
+# Django's URL field takes ftp and shows any url it accepts as a link: here only http(s) does either.
+HTTP_URL_FIELDS: dict[type[models.Field[Any, Any]], dict[str, Any]] = {
+    models.URLField: {"widget": AdminURLFieldWidget(validator_class=HttpURLValidator), "assume_scheme": "https"}
+}
+
+
 @admin.register(Corpus)
 class CorpusAdmin(admin.ModelAdmin[Corpus]):
+    formfield_overrides = HTTP_URL_FIELDS
     list_display = [
         "name",
         "slug",
@@ -355,10 +362,7 @@ class QAPairAdmin(admin.ModelAdmin[QAPair]):
     list_filter = ["corpus"]
     search_fields = ["question", "answer", "external_id"]
     readonly_fields = ["created_at", "updated_at"]
-    # Django's URL field takes ftp and shows any url it accepts as a link: here only http(s) does either.
-    formfield_overrides = {
-        models.URLField: {"widget": AdminURLFieldWidget(validator_class=HttpURLValidator), "assume_scheme": "https"}
-    }
+    formfield_overrides = HTTP_URL_FIELDS
 
     def formfield_for_dbfield(self, db_field: models.Field[Any, Any], request: HttpRequest, **kwargs: Any) -> Any:
         field = super().formfield_for_dbfield(db_field, request, **kwargs)

@@ -21,6 +21,7 @@ from django.core.cache import caches
 from django.db import DatabaseError
 
 from .conf import app_settings
+from .links import link_url
 from .models import Corpus, IndexBuild
 
 
@@ -44,6 +45,9 @@ class CorpusEntry:
     live: dict[str, LiveBuild] = field(default_factory=dict)
     # Served only through /api/suggest, to a request with an API key for it (autocomplete/api_keys.py).
     is_private: bool = False
+    # What the box offers when no suggestion fits (the url only when http(s): links.py).
+    handoff_text: str = ""
+    handoff_url: str = ""
 
     def serving_encoder(self, fallback: str | None) -> str | None:
         """The encoder that answers when a request names none."""
@@ -149,6 +153,8 @@ def _read_catalog(change_token: str | None) -> Catalog:
             default_encoder=corpus.default_encoder,
             live=live.get(corpus.pk, {}),
             is_private=corpus.is_private,
+            handoff_text=corpus.handoff_text,
+            handoff_url=link_url(corpus.handoff_url),
         )
         for corpus in Corpus.objects.order_by("name")
     }

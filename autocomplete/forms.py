@@ -23,9 +23,14 @@ class SuggestForm(forms.Form):
     corpus = forms.SlugField(required=False, max_length=100)
     encoder = forms.CharField(required=False, max_length=50)
     k = forms.IntegerField(required=False, min_value=1, max_value=app_settings().max_k)
+    # A choice rather than a BooleanField, which reads "0" as true.
+    highlight = forms.ChoiceField(required=False, choices=[("0", "0"), ("1", "1")])
 
     def clean_k(self) -> int:
         return self.cleaned_data["k"] or app_settings().default_k
+
+    def clean_highlight(self) -> bool:
+        return bool(self.cleaned_data["highlight"] == "1")
 
     def error_message(self) -> str:
         """All field errors as one sentence, for a JSON body or an inline message."""

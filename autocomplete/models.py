@@ -10,6 +10,8 @@ from typing import Any
 from django.db import models
 from django.db.models import Q
 
+from .links import HttpURLValidator
+
 _SPACE = re.compile(r"\s+")
 
 
@@ -36,6 +38,21 @@ class Corpus(models.Model):
         "private",
         default=False,
         help_text="Hidden from the search page; /api/suggest answers only requests with an API key for it.",
+    )
+    # Where a visitor goes when no suggestion fits: offered beside the box and under the results of a search.
+    handoff_text = models.CharField(
+        "no-answer text",
+        max_length=300,
+        blank=True,
+        help_text="Shown when nothing matches or the visitor searches without choosing, "
+        "e.g. “Can't find it? Our support team answers within a day.” Plain text.",
+    )
+    handoff_url = models.URLField(
+        "no-answer link",
+        max_length=2000,
+        blank=True,
+        validators=[HttpURLValidator()],
+        help_text="An http(s) address offered with that text, e.g. your contact form.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -16,6 +16,9 @@ from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_safe
 
+from embeddings.highlight import match_spans
+from embeddings.typed_query import TypedQuery
+
 from . import health
 from .api_keys import AccessError, require_access
 from .catalog import CorpusEntry
@@ -118,7 +121,7 @@ def suggest_partial(request: HttpRequest) -> HttpResponse:
 
 
 def api_suggest(request: HttpRequest) -> HttpResponse:
-    """GET /api/suggest?q=&corpus=&k=&encoder= (see README for the contract), with CORS and the rate limit.
+    """GET /api/suggest?q=&corpus=&k=&encoder=&highlight= (see README for the contract), with CORS and the rate limit.
 
     The fast-path middleware calls it before the session and auth middleware; without that
     middleware the URL reaches it the usual way and answers the same.
@@ -142,7 +145,7 @@ def _api_answer(request: HttpRequest) -> JsonResponse:
     except TooManyFieldsSent:
         # Django's own 400 page would be HTML; an API client reads JSON.
         return InertJsonResponse(
-            {"error": "Too many query parameters: send only q, corpus, k and encoder."}, status=400
+            {"error": "Too many query parameters: send only q, corpus, k, encoder and highlight."}, status=400
         )
     if not form.is_valid():
         return InertJsonResponse({"error": form.error_message()}, status=400)
@@ -153,6 +156,8 @@ def _api_answer(request: HttpRequest) -> JsonResponse:
         if exc.status == 401:
             response["WWW-Authenticate"] = 'Bearer realm="api"'
         return response
+    # Parsed once for every suggestion, and only when asked: the default answer costs nothing more.
+    typed = TypedQuery.parse(result.query) if form.cleaned_data["highlight"] else None
     return InertJsonResponse(
         {
             "query": result.query,
@@ -161,6 +166,7 @@ def _api_answer(request: HttpRequest) -> JsonResponse:
             "suggestions": [
                 {"id": s.id, "question": s.question, "answer": s.answer, "score": s.score}
                 | ({"url": url} if (url := link_url(s.url)) else {})
+                | ({"highlight": match_spans(typed, s.question)} if typed else {})
                 for s in result.suggestions
             ],
             "took_ms": result.took_ms,

@@ -488,3 +488,20 @@ def test_the_corpus_admin_shows_and_edits_privacy(admin_client: Client, small_co
     assert "Private" in admin_client.get("/admin/autocomplete/corpus/").content.decode()
     form = admin_client.get(f"/admin/autocomplete/corpus/{small_corpus.pk}/change/").content.decode()
     assert 'name="is_private"' in form
+
+
+def test_the_corpus_admin_sets_the_no_answer_hand_off_and_refuses_other_schemes(
+    admin_client: Client, small_corpus: Corpus
+) -> None:
+    url = f"/admin/autocomplete/corpus/{small_corpus.pk}/change/"
+    fields = {"name": small_corpus.name, "slug": small_corpus.slug, "default_encoder": "minilm"}
+    text = "Can't find it? Write to our support team."
+    for refused in ("javascript:alert(1)", "ftp://example.com/contact", "data:text/html,<b>x</b>"):
+        response = admin_client.post(url, {**fields, "handoff_text": text, "handoff_url": refused})
+        assert response.status_code == 200 and "errorlist" in response.content.decode(), refused
+        small_corpus.refresh_from_db()
+        assert small_corpus.handoff_url == ""
+    response = admin_client.post(url, {**fields, "handoff_text": text, "handoff_url": "https://example.com/contact"})
+    assert response.status_code == 302
+    small_corpus.refresh_from_db()
+    assert (small_corpus.handoff_text, small_corpus.handoff_url) == (text, "https://example.com/contact")

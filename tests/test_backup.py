@@ -238,8 +238,11 @@ def test_force_replaces_a_backup_and_keeps_files_it_did_not_write(small_corpus: 
 def test_restoring_over_corpora_needs_force_and_then_brings_the_backup_back(
     small_corpus: Corpus, client: Client, tmp_path: Path
 ) -> None:
+    handoff = {"handoff_text": "Ask our team", "handoff_url": "https://example.com/contact"}
+    Corpus.objects.filter(pk=small_corpus.pk).update(**handoff)
     before = served(client)
     backup_to(tmp_path / "backup")
+    Corpus.objects.filter(pk=small_corpus.pk).update(handoff_text="", handoff_url="")
     QAPair.objects.filter(question__startswith="How do I cancel").delete()
     reindex(small_corpus, encoder_key="minilm")
     Corpus.objects.create(name="Made after the backup", slug="later")
@@ -254,6 +257,8 @@ def test_restoring_over_corpora_needs_force_and_then_brings_the_backup_back(
     assert (report.corpora, report.pairs, report.live_builds) == (1, 10, ["small/minilm (10 vectors)"])
     assert report.migrations_applied == []
     assert served(client) == before
+    # The corpus's settings come back with its pairs: the no-answer hand-off too.
+    assert Corpus.objects.filter(slug="small", **handoff).exists()
 
 
 def _edit_manifest(directory: Path, edit: Callable[[dict[str, Any]], None]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from autocomplete.ingest import ingest_parsed
 from autocomplete.models import Corpus, QAPair
 from autocomplete.parsing import parse_qa_file
 
-from .conftest import faq_csv
+from .conftest import SMALL_FAQ, faq_csv
 from .test_hostile_content import HOSTILE, HOSTILE_PAIRS, HTTPS_WITH_MARKUP, hostile_csv
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -237,4 +238,136 @@ def test_hostile_questions_run_no_script_while_typing_or_reading(
     page.hover("summary")
     assert page.evaluate("window.__xss") is None
     assert dialogs == []
+    page.close()
+
+
+# --- the box: highlighting, the hand-off, the template tag, accessibility and narrow screens -----
+
+AXE = Path(__file__).resolve().parent.parent / "var/node_modules/axe-core/axe.min.js"
+LONG_WORD = "Supercalifragilistic" * 12
+BOX_PAIRS = [
+    *SMALL_FAQ,
+    ("How do I use <script>window.__xss=1</script> tags?", "Never <b>trust</b> input."),
+    (f"What does {LONG_WORD} mean?", f"It means {LONG_WORD} and https://example.com/{'a' * 200}."),
+]
+
+
+@pytest.fixture
+def box_corpus(transactional_db: None, minilm: object) -> Corpus:
+    """A corpus with a question holding markup, one with a word too long for a phone, and a hand-off."""
+    corpus = Corpus.objects.create(
+        name="Box FAQ",
+        slug="box",
+        default_encoder="minilm",
+        handoff_text="Still stuck? Ask our support team",
+        handoff_url="https://example.com/contact",
+    )
+    ingest_parsed(corpus, parse_qa_file(faq_csv(BOX_PAIRS), filename="faq.csv"))
+    return corpus
+
+
+def axe_violations(page: Any, base_url: str) -> list[str]:
+    """axe-core's violations on the page as it is now, injected from this origin so the CSP stays on."""
+    if not AXE.exists():
+        pytest.skip(f"axe-core is not installed at {AXE}: `make axe` installs it where npm is available")
+    page.route("**/__axe.min.js", lambda route: route.fulfill(path=str(AXE), content_type="text/javascript"))
+    page.add_script_tag(url=base_url + "/__axe.min.js")
+    results = page.evaluate("async () => (await axe.run(document, {resultTypes: ['violations']})).violations")
+    return [f"{v['id']}: {[node['target'] for node in v['nodes']]}" for v in results]
+
+
+def marked_words(page: Any) -> list[str]:
+    return [text.strip() for text in page.locator("#suggestions [role=option]").first.locator("mark").all_inner_texts()]
+
+
+def test_the_box_highlights_matches_and_offers_the_hand_off(browser: Any, live_server: Any, box_corpus: Corpus) -> None:
+    page = browser.new_page()
+    violations = PolicyViolations(page)
+    page.goto(live_server.url + "/")
+    box = page.get_by_role("combobox")
+    box.press_sequentially("how do i cancel my sub", delay=30)
+    page.get_by_role("option").first.wait_for()
+    assert marked_words(page) == ["How", "do", "I", "cancel", "my", "sub"]
+    assert axe_violations(page, live_server.url) == []  # with suggestions open
+    # The scan does see a fault: an image without a text alternative, put in and taken out again.
+    page.evaluate("document.querySelector('h1').insertAdjacentHTML('afterend', '<img id=probe src=/x.png>')")
+    found = page.evaluate("async () => (await axe.run('#probe')).violations.map((v) => v.id)")
+    assert "image-alt" in found
+    page.evaluate("document.getElementById('probe').remove()")
+    # Markup in a question is shown as text around the marks, and never runs.
+    box.fill("")
+    box.press_sequentially("script tags", delay=30)
+    page.locator('#suggestions-list[data-query="script tags"]').wait_for()
+    first = page.get_by_role("option").first
+    assert first.inner_text().strip() == BOX_PAIRS[10][0]
+    assert first.locator("script").count() == 0 and page.evaluate("window.__xss") is None
+    # Nothing fits: the hand-off is offered beside the box; something fits again: it goes.
+    handoff = page.locator("#handoff .handoff a")
+    box.fill("")
+    box.press_sequentially("zqxj vvvv", delay=30)
+    handoff.wait_for()
+    assert handoff.inner_text() == "Still stuck? Ask our support team"
+    assert handoff.get_attribute("href") == "https://example.com/contact"
+    box.fill("")
+    box.press_sequentially("invoices", delay=30)
+    page.locator('#suggestions-list[data-query="invoices"] [role=option]').first.wait_for()
+    handoff.wait_for(state="detached")
+    # Searching without choosing a suggestion offers it under the results.
+    box.press("Enter")
+    page.wait_for_url("**/?*q=invoices*")
+    assert page.locator(".results .handoff a").get_attribute("href") == "https://example.com/contact"
+    assert page.locator(".results summary mark").first.inner_text() == "invoices"
+    assert violations.all() == []
+    page.close()
+
+
+@pytest.mark.urls("tests.box_urls")
+def test_the_template_tag_box_works_on_another_project_s_page_under_a_prefix(
+    browser: Any, live_server: Any, box_corpus: Corpus
+) -> None:
+    page = browser.new_page()
+    violations = PolicyViolations(page)
+    # Anything the box asked for and did not get (the host page's own missing icon aside).
+    failed: list[str] = []
+    page.on("response", lambda r: failed.append(r.url) if r.status >= 400 and "favicon" not in r.url else None)
+    page.goto(live_server.url + "/help/")
+    box = page.get_by_role("combobox", name="Search our help")
+    assert box.get_attribute("placeholder") == "e.g. cancel my plan"
+    assert page.locator(".ac-box").get_attribute("data-tags") == "help"
+    box.press_sequentially("where can i download my inv", delay=30)
+    page.get_by_role("option").first.wait_for()
+    assert marked_words(page)[-1] == "inv"
+    assert axe_violations(page, live_server.url) == []
+    box.press("ArrowDown")
+    box.press("Enter")
+    page.locator("#answer").wait_for(state="visible")
+    assert "one PDF per month" in page.inner_text("#answer-text")
+    # A submit goes to the app's own results page, under the prefix, with the hand-off.
+    box.fill("zqxj vvvv")
+    box.press("Enter")
+    page.wait_for_url("**/autocomplete/?*q=zqxj*")
+    assert page.locator(".results .handoff a").inner_text() == "Still stuck? Ask our support team"
+    assert violations.all() == [] and failed == []
+    violations.assert_enforced()
+    page.close()
+
+
+def test_long_words_wrap_inside_the_panel_on_a_phone(browser: Any, live_server: Any, box_corpus: Corpus) -> None:
+    page = browser.new_page(viewport={"width": 390, "height": 844})
+    page.goto(live_server.url + "/")
+    box = page.get_by_role("combobox")
+    box.press_sequentially("what does supercalifragilistic", delay=20)
+    option = page.get_by_role("option").first
+    option.wait_for()
+    assert LONG_WORD in option.inner_text()
+    overflow = "(selector) => { const e = document.querySelector(selector); return [e.scrollWidth, e.clientWidth]; }"
+    scroll, client = page.evaluate(overflow, "#suggestions")
+    assert scroll <= client, f"the suggestions overflow: {scroll} > {client} px"
+    box.press("ArrowDown")
+    box.press("Enter")
+    page.locator("#answer").wait_for(state="visible")
+    for selector in ("#answer", "#answer-question", "#answer-text"):
+        scroll, client = page.evaluate(overflow, selector)
+        assert scroll <= client, f"{selector} overflows: {scroll} > {client} px"
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
     page.close()

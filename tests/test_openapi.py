@@ -124,3 +124,14 @@ def test_the_405_body_is_the_described_error(client: Client, small_corpus: Corpu
     assert response.status_code == 405 and response["Allow"] == described["headers"]["Allow"]["schema"]["const"]
     error_schema = {**_description()["components"]["schemas"]["Error"]}
     assert jsonschema_rs.validator_for(error_schema).is_valid(response.json())
+
+
+def test_highlight_offsets_match_the_description(described_app: Any, client: Client) -> None:
+    components = _description()["components"]
+    body_schema = jsonschema_rs.validator_for({"$ref": "#/components/schemas/Suggestions", "components": components})
+    body = client.get("/api/suggest", {"q": "reset my pass", "highlight": "1"}).json()
+    body_schema.validate(body)
+    first = body["suggestions"][0]
+    assert [first["question"][start:end] for start, end in first["highlight"]] == ["reset", "my", "pass"]
+    # The items' shape is checked, not only present: a bare offset would not pass.
+    assert not body_schema.is_valid({**body, "suggestions": [{**first, "highlight": [0, 5]}]})

@@ -132,9 +132,9 @@ def test_with_redis_down_every_endpoint_answers_with_suggestions_and_the_limit_l
         api = client.get("/api/suggest", {"q": "how do i reset my password"})
         assert api.status_code == 200 and api.json()["suggestions"]
         partial = client.get("/suggest", {"q": "cancel my subscription"}, headers={"HX-Request": "true"})
-        assert partial.status_code == 200 and "How do I cancel my subscription?" in partial.content.decode()
+        assert partial.status_code == 200 and "Cancel plan" in partial.content.decode()
         page = client.get("/", {"q": "I forgot my password"})
-        assert page.status_code == 200 and "How do I reset my password?" in page.content.decode()
+        assert page.status_code == 200 and "Forgot password" in page.content.decode()
     assert caplog.text.count("cannot be reached") == 1  # once per outage, not per request or per cache
 
 

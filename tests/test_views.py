@@ -37,6 +37,21 @@ def test_json_shape_and_relevance(client: Client, small_corpus: Corpus) -> None:
     assert scores == sorted(scores, reverse=True)
 
 
+def test_highlight_offsets_are_given_only_when_asked(client: Client, small_corpus: Corpus) -> None:
+    params = {"q": "how do I cancel my sub", "k": "2"}
+    plain = client.get("/api/suggest", params).json()
+    assert all("highlight" not in s for s in plain["suggestions"])
+    for off in ("0", ""):
+        assert client.get("/api/suggest", {**params, "highlight": off}).json()["suggestions"] == plain["suggestions"]
+    body = client.get("/api/suggest", {**params, "highlight": "1"}).json()
+    first = body["suggestions"][0]
+    assert first["question"] == "How do I cancel my subscription?"
+    assert first["highlight"] == [[0, 3], [4, 6], [7, 8], [9, 15], [16, 18], [19, 22]]
+    assert [first["question"][a:b] for a, b in first["highlight"]][-1] == "sub"
+    response = client.get("/api/suggest", {**params, "highlight": "yes"})
+    assert response.status_code == 400 and response.json()["error"].startswith("highlight: Select a valid choice.")
+
+
 def test_empty_query_never_touches_the_encoder(
     client: Client, small_corpus: Corpus, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -150,8 +165,36 @@ def test_partial_escapes_html(client: Client, db: None) -> None:
     html = response.content.decode()
     assert response.status_code == 200
     assert "<script>alert(1)</script>" not in html and "<b>trust</b>" not in html
-    assert "How do I use &lt;script&gt;alert(1)&lt;/script&gt; tags?" in html
+    # Escaped first, then the matching words marked: the corpus's markup never reaches the page.
+    assert "How do I use &lt;<mark>script</mark>&gt;alert(1)&lt;/<mark>script</mark>&gt; <mark>tags</mark>?" in html
     assert 'role="listbox"' in html and 'role="option"' in html
+
+
+def test_the_hand_off_is_offered_when_nothing_fits_and_after_a_submit(client: Client, small_corpus: Corpus) -> None:
+    Corpus.objects.filter(pk=small_corpus.pk).update(
+        handoff_text="Ask <our> team", handoff_url="https://example.com/contact?a=1&b=2"
+    )
+    invalidate_catalog()
+    link = '<a href="https://example.com/contact?a=1&amp;b=2">Ask &lt;our&gt; team</a>'
+
+    def partial(q: str) -> str:
+        return client.get("/suggest", {"q": q}, headers={"HX-Request": "true"}).content.decode()
+
+    # Nothing fits: the hand-off goes out of band into the box's region; something fits: it is cleared.
+    assert f'<div id="handoff" hx-swap-oob="innerHTML"><p class="handoff">{link}</p>\n</div>' in partial("zqxj")
+    assert '<div id="handoff" hx-swap-oob="innerHTML"></div>' in partial("cancel my subscription")
+    assert '<div id="handoff" hx-swap-oob="innerHTML"></div>' in partial("")
+    # A submit without choosing shows it under the results, whether any came back or not.
+    assert link in client.get("/", {"q": "cancel my subscription"}).content.decode()
+    assert link in client.get("/", {"q": "zqxj"}).content.decode()
+    assert 'id="handoff"' in client.get("/").content.decode() and link not in client.get("/").content.decode()
+    # A url of another scheme (a database edit) is never a link; the text alone still helps.
+    Corpus.objects.filter(pk=small_corpus.pk).update(handoff_url="javascript:alert(1)")
+    invalidate_catalog()
+    assert '<p class="handoff">Ask &lt;our&gt; team</p>' in partial("zqxj") and "javascript:" not in partial("zqxj")
+    Corpus.objects.filter(pk=small_corpus.pk).update(handoff_text="", handoff_url="")
+    invalidate_catalog()
+    assert 'class="handoff"' not in partial("zqxj")
 
 
 def test_partial_shows_errors_inline_and_redirects_without_htmx(client: Client, small_corpus: Corpus) -> None:
@@ -168,7 +211,7 @@ def test_search_page_works_without_javascript(client: Client, small_corpus: Corp
     response = client.get("/", {"q": "I forgot my password"})
     html = response.content.decode()
     assert response.status_code == 200
-    assert "How do I reset my password?" in html and "Forgot password" in html
+    assert "How do <mark>I</mark> reset <mark>my</mark> <mark>password</mark>?" in html and "Forgot password" in html
     assert 'data-encoder="minilm"' in html
     assert client.get("/", {"q": "x", "k": "0"}).status_code == 400
 
@@ -193,7 +236,7 @@ def test_suggest_form_shares_its_fields_and_still_validates_each_request_alone()
     bad, good = SuggestForm({"q": "x", "k": "99"}), SuggestForm({"q": "refund", "k": "3"})
     assert bad.fields is good.fields  # not deep-copied per keystroke
     assert not bad.is_valid() and good.is_valid()
-    assert good.cleaned_data == {"q": "refund", "corpus": "", "encoder": "", "k": 3}
+    assert good.cleaned_data == {"q": "refund", "corpus": "", "encoder": "", "k": 3, "highlight": False}
     assert bad.error_message() == "k: Ensure this value is less than or equal to 20."
 
 
@@ -214,7 +257,7 @@ def test_a_database_outage_gives_503s_not_500s_and_service_resumes(client: Clien
     assert page.status_code == 503 and message in page.content.decode()
     assert empty_page.status_code == 503
     assert client.get("/api/suggest", {"q": "password"}).status_code == 200
-    assert "How do I reset my password?" in client.get("/", {"q": "password"}).content.decode()
+    assert "Forgot password" in client.get("/", {"q": "password"}).content.decode()
 
 
 def test_corpora_already_loaded_keep_answering_through_an_outage(client: Client, small_corpus: Corpus) -> None:
