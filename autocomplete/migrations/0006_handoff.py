@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('autocomplete', '0004_corpus_is_private_api_key'),
+        ('autocomplete', '0005_gaps'),
     ]
 
     operations = [
