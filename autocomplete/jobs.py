@@ -5,6 +5,9 @@ A job runs through Django's tasks API (`django_tasks`; the database backend in d
 embeddings first, outside any transaction, then the pair changes and the new live indexes in one
 transaction. A job that fails, is cancelled or is killed therefore leaves the previous pairs and
 live indexes serving, and running it again completes it.
+
+Jobs of one corpus run one at a time, in the order they were queued (corpus_locks.py); a job whose
+corpus is busy stays queued and its task is tried again later, leaving the worker to other corpora.
 """
 
 from __future__ import annotations
@@ -17,13 +20,15 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from django.db import connection
-from django.db.models import QuerySet
+from django.db import connection, transaction
+from django.db.models import F, Q, QuerySet
+from django.db.models.functions import Now
 from django.utils import timezone
-from django_tasks import task
+from django_tasks import TaskResultStatus, task
 
 from .builds import IndexWriteError, remove_orphan_files
 from .conf import app_settings
+from .corpus_locks import corpus_lock, corpus_lock_free, uses_advisory_locks
 from .ingest import Plan, ingest_mode, ingest_parsed, plan_ingest, reindex, withheld_removal_note
 from .models import Corpus, IngestJob
 from .parsing import FIELD_ALIASES, ParsedFile, parse_qa_file
@@ -35,6 +40,7 @@ Status = IngestJob.Status
 PREVIEW_ROWS = 5
 REPORTED_REJECTIONS = 1000  # a file of 100,000 bad rows would otherwise make a huge report
 PROGRESS_WRITE_SECONDS = 0.5
+WAITING_STAGE = "waiting for another job on this corpus"
 
 
 class JobCancelledError(Exception):
@@ -166,10 +172,12 @@ def request_cancel(job: IngestJob) -> IngestJob:
     return job
 
 
-def _enqueue(job: IngestJob) -> IngestJob:
+def _enqueue(job: IngestJob, *, keep_place: bool = False) -> IngestJob:
+    """Queue the job: last in its corpus's line, or where it stood when `keep_place` (a retry)."""
     IngestJob.objects.filter(pk=job.pk).update(
         status=Status.QUEUED,
         stage="queued",
+        queued_at=F("queued_at") if keep_place else Now(),
         cancel_requested=False,
         error="",
         report={},
@@ -202,19 +210,92 @@ def run_job(job_id: int) -> str:
 
 
 def execute_job(job_id: int) -> str:
-    """Run a queued job in this process, recording progress, outcome and report on the job."""
-    claimed = IngestJob.objects.filter(pk=job_id, status=Status.QUEUED).update(
-        status=Status.RUNNING,
-        stage="starting",
-        started_at=timezone.now(),
-        heartbeat_at=timezone.now(),
-        worker_host=socket.gethostname()[:255],
-        worker_pid=os.getpid(),
+    """Run a queued job in this process when its corpus is free, recording progress, outcome and
+    report on the job; otherwise leave it queued, to be tried again. Returns the job's status."""
+    while True:
+        job = IngestJob.objects.select_related("corpus").filter(pk=job_id).first()
+        if job is None:  # its corpus was deleted
+            return "deleted"
+        if job.status != Status.QUEUED:  # cancelled while queued, or run by another worker
+            return str(job.status)
+        with corpus_lock(job.corpus_label) as held:
+            if held and _claim(job):
+                return _run(IngestJob.objects.get(pk=job_id))
+        if run_job.get_backend().supports_defer:
+            return _wait_turn(job)
+        # Without a queue to come back through (the immediate backend runs jobs inside the
+        # request), wait here.
+        time.sleep(app_settings().job_busy_retry_seconds)
+
+
+def _claim(job: IngestJob) -> bool:
+    """Mark the job running if no other job of its corpus runs or stands before it in line.
+
+    Under the corpus lock on PostgreSQL; in a write transaction, which SQLite serialises, elsewhere.
+    """
+    with transaction.atomic():
+        if _corpus_busy(job):
+            return False
+        return bool(
+            IngestJob.objects.filter(pk=job.pk, status=Status.QUEUED).update(
+                status=Status.RUNNING,
+                stage="starting",
+                started_at=timezone.now(),
+                heartbeat_at=timezone.now(),
+                worker_host=socket.gethostname()[:255],
+                worker_pid=os.getpid(),
+                attempts=F("attempts") + 1,
+            )
+        )
+
+
+def _corpus_busy(job: IngestJob) -> bool:
+    label = job.corpus_label
+    same_corpus = (
+        IngestJob.objects.filter(Q(corpus__slug=label) | Q(corpus__isnull=True, new_corpus_slug=label))
+        .exclude(pk=job.pk)
+        .select_related("corpus")
     )
-    if not claimed:  # cancelled while queued, run by another worker, or its corpus deleted
-        return IngestJob.objects.filter(pk=job_id).values_list("status", flat=True).first() or "deleted"
-    job = IngestJob.objects.get(pk=job_id)
-    IngestJob.objects.filter(pk=job_id).update(attempts=job.attempts + 1)
+    # A running job whose worker is gone is marked interrupted here (and perhaps queued again).
+    for other in same_corpus.filter(status=Status.RUNNING):
+        if refresh_liveness(other).status == Status.RUNNING:
+            return True
+    if job.queued_at is None:  # queued before jobs had places in line
+        return False
+    ahead = same_corpus.filter(status=Status.QUEUED).filter(
+        Q(queued_at__lt=job.queued_at) | Q(queued_at=job.queued_at, pk__lt=job.pk)
+    )
+    return any(_task_pending(other) for other in ahead)
+
+
+def _task_pending(job: IngestJob) -> bool:
+    """Whether a queued job will be run by its task: a job whose task is lost must not block the line."""
+    try:
+        result = run_job.get_backend().get_result(job.task_id)
+    except Exception:  # noqa: BLE001 - no such task, or a backend that keeps none: nothing will run it
+        return False
+    if result.status == TaskResultStatus.READY:
+        return True
+    # A worker is deciding whether it may start the job, a moment's work; a worker killed at that
+    # moment leaves its task running for ever, so only a recent start counts.
+    stale = timedelta(seconds=app_settings().job_stale_seconds)
+    started = result.started_at
+    return result.status == TaskResultStatus.RUNNING and started is not None and timezone.now() - started < stale
+
+
+def _wait_turn(job: IngestJob) -> str:
+    """Leave the job queued and its task to be tried again shortly, by any worker."""
+    if not IngestJob.objects.filter(pk=job.pk, status=Status.QUEUED).update(stage=WAITING_STAGE):
+        return IngestJob.objects.filter(pk=job.pk).values_list("status", flat=True).first() or "deleted"
+    later = timezone.now() + timedelta(seconds=app_settings().job_busy_retry_seconds)
+    result = run_job.using(run_after=later).enqueue(job.pk)
+    IngestJob.objects.filter(pk=job.pk, status=Status.QUEUED).update(task_id=str(result.id))
+    return Status.QUEUED
+
+
+def _run(job: IngestJob) -> str:
+    """The job's work, once this worker has claimed it."""
+    job_id = job.pk
     tracker = ProgressTracker(job)
     started = time.monotonic()
     try:
@@ -337,7 +418,8 @@ class ProgressTracker:
 
 
 def refresh_liveness(job: IngestJob) -> IngestJob:
-    """Mark a running job whose worker is gone (killed, crashed, machine lost) as interrupted."""
+    """Mark a running job whose worker is gone (killed, crashed, machine lost) as interrupted, and
+    queue it again in its place while it has automatic retries left (AUTOCOMPLETE_JOB_AUTO_RETRIES)."""
     if job.status == Status.RUNNING and not _worker_alive(job):
         updated = IngestJob.objects.filter(pk=job.pk, status=Status.RUNNING).update(
             status=Status.INTERRUPTED,
@@ -347,8 +429,21 @@ def refresh_liveness(job: IngestJob) -> IngestJob:
         )
         if updated:
             logger.warning("Ingest job %s was interrupted during %s", job.pk, job.stage)
+            job.refresh_from_db()
+            if _retries_by_itself(job):
+                logger.warning("Ingest job %s is queued again (attempt %s)", job.pk, job.attempts + 1)
+                _enqueue(job, keep_place=True)
         job.refresh_from_db()
     return job
+
+
+def _retries_by_itself(job: IngestJob) -> bool:
+    # Only through a real queue: the immediate backend would run the job inside whoever noticed.
+    return (
+        job.attempts <= app_settings().job_auto_retries
+        and run_job.get_backend().supports_defer
+        and (job.kind == IngestJob.Kind.REINDEX or bool(job.stored_file))
+    )
 
 
 def refresh_running_jobs(jobs: QuerySet[IngestJob]) -> None:
@@ -366,7 +461,10 @@ def _worker_alive(job: IngestJob) -> bool:
         except PermissionError:
             return True
         return True
-    # Another machine: trust the heartbeat.
+    if uses_advisory_locks():
+        # Another machine: its connection holds the corpus lock for as long as it lives.
+        return not corpus_lock_free(job.corpus_label)
+    # Another machine, and no lock to ask: trust the heartbeat.
     stale = timedelta(seconds=app_settings().job_stale_seconds)
     return job.heartbeat_at is not None and timezone.now() - job.heartbeat_at < stale
 
