@@ -41,6 +41,8 @@ PREVIEW_ROWS = 5
 REPORTED_REJECTIONS = 1000  # a file of 100,000 bad rows would otherwise make a huge report
 PROGRESS_WRITE_SECONDS = 0.5
 WAITING_STAGE = "waiting for another job on this corpus"
+# Jobs this process is running, in any thread: what its own pid cannot tell.
+_RUNNING_HERE: set[int] = set()
 
 
 class JobCancelledError(Exception):
@@ -212,6 +214,7 @@ def run_job(job_id: int) -> str:
 def execute_job(job_id: int) -> str:
     """Run a queued job in this process when its corpus is free, recording progress, outcome and
     report on the job; otherwise leave it queued, to be tried again. Returns the job's status."""
+    waiting_since = time.monotonic()
     while True:
         job = IngestJob.objects.select_related("corpus").filter(pk=job_id).first()
         if job is None:  # its corpus was deleted
@@ -219,13 +222,31 @@ def execute_job(job_id: int) -> str:
         if job.status != Status.QUEUED:  # cancelled while queued, or run by another worker
             return str(job.status)
         with corpus_lock(job.corpus_label) as held:
-            if held and _claim(job):
-                return _run(IngestJob.objects.get(pk=job_id))
+            if held:
+                # Before the claim, so that no other thread of this process finds the job orphaned.
+                _RUNNING_HERE.add(job_id)
+                try:
+                    if _claim(job):
+                        return _run(IngestJob.objects.get(pk=job_id))
+                finally:
+                    _RUNNING_HERE.discard(job_id)
         if run_job.get_backend().supports_defer:
             return _wait_turn(job)
         # Without a queue to come back through (the immediate backend runs jobs inside the
-        # request), wait here.
+        # request), wait here, for as long as a worker may go unheard of.
+        if time.monotonic() - waiting_since > app_settings().job_stale_seconds:
+            return _give_up_waiting(job)
         time.sleep(app_settings().job_busy_retry_seconds)
+
+
+def _give_up_waiting(job: IngestJob) -> str:
+    IngestJob.objects.filter(pk=job.pk, status=Status.QUEUED).update(
+        status=Status.FAILED,
+        finished_at=timezone.now(),
+        error=f"Another job on corpus '{job.corpus_label}' ran for longer than this one could wait; nothing "
+        "was written. Run this job again once that one has finished.",
+    )
+    return IngestJob.objects.filter(pk=job.pk).values_list("status", flat=True).first() or "deleted"
 
 
 def _claim(job: IngestJob) -> bool:
@@ -453,17 +474,20 @@ def refresh_running_jobs(jobs: QuerySet[IngestJob]) -> None:
 
 
 def _worker_alive(job: IngestJob) -> bool:
-    if job.worker_host == socket.gethostname() and job.worker_pid:
+    same_host = job.worker_host == socket.gethostname() and bool(job.worker_pid)
+    if same_host and job.worker_pid == os.getpid():
+        return job.pk in _RUNNING_HERE  # a live process may still have lost the job (its thread died)
+    if uses_advisory_locks():
+        # Any other process, on any machine: its connection holds the corpus lock while the job runs.
+        return not corpus_lock_free(job.corpus_label)
+    if same_host:
         try:
-            os.kill(job.worker_pid, 0)
+            os.kill(job.worker_pid, 0)  # type: ignore[arg-type]
         except ProcessLookupError:
             return False
         except PermissionError:
             return True
         return True
-    if uses_advisory_locks():
-        # Another machine: its connection holds the corpus lock for as long as it lives.
-        return not corpus_lock_free(job.corpus_label)
     # Another machine, and no lock to ask: trust the heartbeat.
     stale = timedelta(seconds=app_settings().job_stale_seconds)
     return job.heartbeat_at is not None and timezone.now() - job.heartbeat_at < stale
@@ -512,7 +536,8 @@ def job_progress(job: IngestJob) -> JobProgress:
 
 def cleanup_stale_files() -> None:
     """Remove temp index files of crashed builds, uploads no job will read again and temp files of
-    uploads whose request was killed."""
+    uploads whose request was killed; find running jobs whose worker is gone (and retry them)."""
+    refresh_running_jobs(IngestJob.objects.select_related("corpus"))
     remove_orphan_files()
     ttl = app_settings().preview_ttl_seconds
     expired = IngestJob.objects.filter(status=Status.PREVIEW, created_at__lt=timezone.now() - timedelta(seconds=ttl))

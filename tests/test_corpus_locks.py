@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -110,22 +112,57 @@ def test_a_corpus_lock_is_held_by_one_session_and_freed_with_it(db: None) -> Non
 # --- the line of one corpus, in this process ----------------------------------------------------
 
 
+@contextmanager
+def running_elsewhere(job: IngestJob) -> Iterator[None]:
+    """The job running in another live process of this machine, which holds its corpus's lock on
+    PostgreSQL, as a worker's job does; it ends when the block does."""
+    worker = subprocess.Popen(["sleep", "120"])
+    IngestJob.objects.filter(pk=job.pk).update(
+        status="running", worker_host=socket.gethostname(), worker_pid=worker.pid, heartbeat_at=timezone.now()
+    )
+    try:
+        if connection.vendor == "postgresql":
+            with held_by_another_session(job.corpus_label):
+                yield
+        else:
+            yield
+    finally:
+        IngestJob.objects.filter(pk=job.pk).update(status="succeeded", finished_at=timezone.now())
+        worker.kill()
+        worker.wait()
+
+
 @pytest.mark.django_db
 def test_a_job_waits_for_the_running_job_of_its_corpus_then_runs(small_corpus: Corpus) -> None:
     first, second = upload(small_corpus, NEW_PAIRS[:3]), upload(small_corpus, NEW_PAIRS[3:6])
-    # The first runs in this (live) process, as a worker's would.
-    IngestJob.objects.filter(pk=first.pk).update(
-        status="running", worker_host=os.uname().nodename, worker_pid=os.getpid(), heartbeat_at=timezone.now()
-    )
     task_before = second.task_id
-    assert jobs.execute_job(second.pk) == "queued"
-    second = fresh(second)
-    assert second.status == "queued" and second.stage == jobs.WAITING_STAGE and second.attempts == 0
-    retry = jobs.run_job.get_backend().get_result(second.task_id)
-    assert second.task_id != task_before and retry.status == "READY"  # tried again later, by any worker
-    assert small_corpus.pairs.count() == 10  # nothing of it applied
-    IngestJob.objects.filter(pk=first.pk).update(status="succeeded", finished_at=timezone.now())
+    with running_elsewhere(first):
+        assert jobs.execute_job(second.pk) == "queued"
+        second = fresh(second)
+        assert second.status == "queued" and second.stage == jobs.WAITING_STAGE and second.attempts == 0
+        retry = jobs.run_job.get_backend().get_result(second.task_id)
+        assert second.task_id != task_before and retry.status == "READY"  # tried again later, by any worker
+        assert DBTaskResult.objects.get(id=second.task_id).run_after > timezone.now()
+        assert small_corpus.pairs.count() == 10  # nothing of it applied
+        assert fresh(first).status == "running"
     assert jobs.execute_job(second.pk) == "succeeded"
+    assert small_corpus.pairs.count() == 13
+
+
+@pytest.mark.django_db
+def test_without_a_queue_a_job_waits_in_place_then_gives_up_in_words(small_corpus: Corpus, settings, configure) -> None:
+    settings.TASKS = {"default": {"BACKEND": "django_tasks.backends.immediate.ImmediateBackend"}}
+    configure(JOB_STALE_SECONDS=0.5, JOB_BUSY_RETRY_SECONDS=0.1)
+    first = upload(small_corpus, NEW_PAIRS[:3])  # runs at once: nothing else on the corpus
+    assert first.status == "succeeded"
+    preview = jobs.create_upload_preview(
+        faq_csv(NEW_PAIRS[3:6]), filename="more.csv", corpus=small_corpus, mode="merge", encoders=["minilm"]
+    )
+    with running_elsewhere(first):
+        started = time.monotonic()
+        second = jobs.confirm_upload(preview)
+        assert 0.5 <= time.monotonic() - started < 10
+    assert second.status == "failed" and "Run this job again once that one has finished" in second.error
     assert small_corpus.pairs.count() == 13
 
 

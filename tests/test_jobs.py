@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -212,6 +213,16 @@ def test_a_running_job_whose_worker_is_gone_shows_as_interrupted(
     old = timezone.now() - timedelta(seconds=app_settings().job_stale_seconds + 1)
     IngestJob.objects.filter(pk=job.pk).update(heartbeat_at=old)
     job.refresh_from_db()
+    assert jobs.refresh_liveness(job).status == "interrupted"
+
+
+@pytest.mark.django_db
+def test_a_job_of_this_process_that_no_thread_runs_shows_as_interrupted(small_corpus: Corpus) -> None:
+    job = upload_job(small_corpus, NEW_PAIRS)
+    # The pid is alive (it is this process) but the thread that ran the job is gone.
+    job.status, job.stage, job.worker_pid = "running", "embedded", os.getpid()
+    job.worker_host, job.heartbeat_at = socket.gethostname(), timezone.now()
+    job.save()
     assert jobs.refresh_liveness(job).status == "interrupted"
 
 
