@@ -28,6 +28,8 @@ from autocomplete.parsing import parse_qa_file
 from .conftest import SMALL_FAQ, faq_csv, held_by_another_session, start_worker
 
 DATABASE_TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default"]}}
+# Enough to keep a throttled worker busy while another one starts (workers_env).
+MANY_PAIRS = [(f"What does setting number {n} change?", f"Setting {n} changes part {n}.") for n in range(200)]
 NEW_PAIRS = [(f"How do I turn on feature number {n}?", f"Switch feature {n} on in Settings.") for n in range(40)]
 
 
@@ -219,15 +221,18 @@ def test_a_job_found_interrupted_is_queued_again_in_its_place(small_corpus: Corp
 def test_two_workers_run_two_jobs_of_one_corpus_one_after_the_other(
     small_corpus: Corpus, workers_env: None, workers: Callable[[], subprocess.Popen[bytes]]
 ) -> None:
-    first = upload(small_corpus, SMALL_FAQ[:5] + NEW_PAIRS[:20], mode="replace")
-    second = upload(small_corpus, NEW_PAIRS[20:40])
+    first = upload(small_corpus, SMALL_FAQ[:5] + MANY_PAIRS, mode="replace")
+    second = upload(small_corpus, NEW_PAIRS)
     processes = [workers(), workers()]
+    # The worker that is not running the first job takes the second and leaves it queued.
+    wait_for(lambda: fresh(second).stage == jobs.WAITING_STAGE, what="the second job to wait its turn")
+    assert fresh(first).status == "running" and fresh(second).status == "queued"
     wait_for(finished(first, second), what="both jobs")
     first, second = fresh(first), fresh(second)
     assert (first.status, second.status) == ("succeeded", "succeeded"), (first.error, second.error)
     assert first.finished_at and second.started_at and first.finished_at <= second.started_at
-    assert small_corpus.pairs.count() == 45  # the replace, then the merge: in the order queued
-    assert IndexBuild.objects.get(corpus=small_corpus, is_live=True).vector_count == 45
+    assert small_corpus.pairs.count() == 245  # the replace, then the merge: in the order queued
+    assert IndexBuild.objects.get(corpus=small_corpus, is_live=True).vector_count == 245
     assert all(process.poll() is None for process in processes)  # waiting is not failing
 
 
@@ -253,8 +258,7 @@ def test_two_workers_run_jobs_of_two_corpora_side_by_side(
 def test_a_worker_killed_mid_embedding_frees_the_corpus_and_its_job_completes_by_itself(
     small_corpus: Corpus, workers_env: None, workers: Callable[[], subprocess.Popen[bytes]]
 ) -> None:
-    many = [(f"What does setting number {n} change?", f"Setting {n} changes part {n}.") for n in range(200)]
-    killed = upload(small_corpus, SMALL_FAQ[:5] + many, mode="replace")
+    killed = upload(small_corpus, SMALL_FAQ[:5] + MANY_PAIRS, mode="replace")
     processes = {process.pid: process for process in (workers(), workers())}
     wait_for(lambda: fresh(killed).rows_embedded >= 16, what="the first job to embed")
     behind = upload(small_corpus, [(q, a + " (edited)") for q, a in SMALL_FAQ[:2]])
