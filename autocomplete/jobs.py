@@ -25,6 +25,7 @@ from django.db.models import F, Q, QuerySet
 from django.db.models.functions import Now
 from django.utils import timezone
 from django_tasks import TaskResultStatus, task
+from django_tasks.exceptions import TaskResultDoesNotExist
 
 from .builds import IndexWriteError, remove_orphan_files
 from .conf import app_settings
@@ -291,9 +292,12 @@ def _corpus_busy(job: IngestJob) -> bool:
 
 def _task_pending(job: IngestJob) -> bool:
     """Whether a queued job will be run by its task: a job whose task is lost must not block the line."""
+    backend = run_job.get_backend()
+    if not backend.supports_get_result:  # the immediate backend keeps no queue
+        return False
     try:
-        result = run_job.get_backend().get_result(job.task_id)
-    except Exception:  # noqa: BLE001 - no such task, or a backend that keeps none: nothing will run it
+        result = backend.get_result(job.task_id)
+    except (TaskResultDoesNotExist, ImportError):  # pruned, or a task no worker can import
         return False
     if result.status == TaskResultStatus.READY:
         return True
