@@ -213,6 +213,20 @@ def test_a_job_found_interrupted_is_queued_again_in_its_place(small_corpus: Corp
     assert jobs.refresh_liveness(fresh(interrupted)).status == "interrupted"
 
 
+@pytest.mark.django_db
+def test_any_job_that_starts_finds_a_dead_job_of_another_corpus_and_queues_it_again(small_corpus: Corpus) -> None:
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    orphan, unrelated = upload(second_corpus(), NEW_PAIRS[:3]), upload(small_corpus, NEW_PAIRS[3:6])
+    IngestJob.objects.filter(pk=orphan.pk).update(
+        status="running", stage="embedded", attempts=1, worker_host=socket.gethostname(), worker_pid=gone.pid
+    )
+    assert jobs.execute_job(unrelated.pk) == "succeeded"
+    orphan = fresh(orphan)
+    assert orphan.status == "queued" and jobs.run_job.get_backend().get_result(orphan.task_id).status == "READY"
+    assert jobs.execute_job(orphan.pk) == "succeeded"
+
+
 # --- real worker processes ------------------------------------------------------------------------
 
 
