@@ -79,6 +79,11 @@ class AutocompleteSettings:
     job_stale_seconds: float = 120.0
     # Pause after each embedding batch, leaving CPU to serving on a shared machine.
     job_batch_pause_seconds: float = 0.0
+    # A job whose worker was killed or lost is queued again by itself this many times (keeping its
+    # place in its corpus's line); 0: it waits for an admin's "run again".
+    job_auto_retries: int = 1
+    # A job whose corpus another job is ingesting stays queued and is tried again after this long.
+    job_busy_retry_seconds: float = 5.0
     # Unconfirmed upload previews (and their files) are dropped after this long.
     preview_ttl_seconds: float = 24 * 3600.0
     # Limit suggestion requests (the API and the search box's partial) per client address; the

@@ -5,6 +5,9 @@ A job runs through Django's tasks API (`django_tasks`; the database backend in d
 embeddings first, outside any transaction, then the pair changes and the new live indexes in one
 transaction. A job that fails, is cancelled or is killed therefore leaves the previous pairs and
 live indexes serving, and running it again completes it.
+
+Jobs of one corpus run one at a time, in the order they were queued (corpus_locks.py); a job whose
+corpus is busy stays queued and its task is tried again later, leaving the worker to other corpora.
 """
 
 from __future__ import annotations
@@ -17,13 +20,16 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from django.db import connection
-from django.db.models import QuerySet
+from django.db import connection, transaction
+from django.db.models import F, Q, QuerySet
+from django.db.models.functions import Now
 from django.utils import timezone
-from django_tasks import task
+from django_tasks import TaskResultStatus, task
+from django_tasks.exceptions import TaskResultDoesNotExist
 
 from .builds import IndexWriteError, remove_orphan_files
 from .conf import app_settings
+from .corpus_locks import corpus_lock, corpus_lock_free, uses_advisory_locks
 from .ingest import Plan, ingest_mode, ingest_parsed, plan_ingest, reindex, withheld_removal_note
 from .models import Corpus, IngestJob
 from .parsing import FIELD_ALIASES, ParsedFile, parse_qa_file
@@ -35,6 +41,9 @@ Status = IngestJob.Status
 PREVIEW_ROWS = 5
 REPORTED_REJECTIONS = 1000  # a file of 100,000 bad rows would otherwise make a huge report
 PROGRESS_WRITE_SECONDS = 0.5
+WAITING_STAGE = "waiting for another job on this corpus"
+# Jobs this process is running, in any thread: what its own pid cannot tell.
+_RUNNING_HERE: set[int] = set()
 
 
 class JobCancelledError(Exception):
@@ -166,10 +175,12 @@ def request_cancel(job: IngestJob) -> IngestJob:
     return job
 
 
-def _enqueue(job: IngestJob) -> IngestJob:
+def _enqueue(job: IngestJob, *, keep_place: bool = False) -> IngestJob:
+    """Queue the job: last in its corpus's line, or where it stood when `keep_place` (a retry)."""
     IngestJob.objects.filter(pk=job.pk).update(
         status=Status.QUEUED,
         stage="queued",
+        queued_at=F("queued_at") if keep_place else Now(),
         cancel_requested=False,
         error="",
         report={},
@@ -202,19 +213,114 @@ def run_job(job_id: int) -> str:
 
 
 def execute_job(job_id: int) -> str:
-    """Run a queued job in this process, recording progress, outcome and report on the job."""
-    claimed = IngestJob.objects.filter(pk=job_id, status=Status.QUEUED).update(
-        status=Status.RUNNING,
-        stage="starting",
-        started_at=timezone.now(),
-        heartbeat_at=timezone.now(),
-        worker_host=socket.gethostname()[:255],
-        worker_pid=os.getpid(),
+    """Run a queued job in this process when its corpus is free, recording progress, outcome and
+    report on the job; otherwise leave it queued, to be tried again. Returns the job's status."""
+    waiting_since = time.monotonic()
+    while True:
+        job = IngestJob.objects.select_related("corpus").filter(pk=job_id).first()
+        if job is None:  # its corpus was deleted
+            return "deleted"
+        if job.status != Status.QUEUED:  # cancelled while queued, or run by another worker
+            return str(job.status)
+        with corpus_lock(job.corpus_label) as held:
+            if held:
+                # Before the claim, so that no other thread of this process finds the job orphaned.
+                _RUNNING_HERE.add(job_id)
+                try:
+                    if _claim(job):
+                        return _run(IngestJob.objects.get(pk=job_id))
+                finally:
+                    _RUNNING_HERE.discard(job_id)
+        if run_job.get_backend().supports_defer:
+            return _wait_turn(job)
+        # Without a queue to come back through (the immediate backend runs jobs inside the
+        # request), wait here, for as long as a worker may go unheard of.
+        if time.monotonic() - waiting_since > app_settings().job_stale_seconds:
+            return _give_up_waiting(job)
+        time.sleep(app_settings().job_busy_retry_seconds)
+
+
+def _give_up_waiting(job: IngestJob) -> str:
+    IngestJob.objects.filter(pk=job.pk, status=Status.QUEUED).update(
+        status=Status.FAILED,
+        finished_at=timezone.now(),
+        error=f"Another job on corpus '{job.corpus_label}' ran for longer than this one could wait; nothing "
+        "was written. Run this job again once that one has finished.",
     )
-    if not claimed:  # cancelled while queued, run by another worker, or its corpus deleted
-        return IngestJob.objects.filter(pk=job_id).values_list("status", flat=True).first() or "deleted"
-    job = IngestJob.objects.get(pk=job_id)
-    IngestJob.objects.filter(pk=job_id).update(attempts=job.attempts + 1)
+    return IngestJob.objects.filter(pk=job.pk).values_list("status", flat=True).first() or "deleted"
+
+
+def _claim(job: IngestJob) -> bool:
+    """Mark the job running if no other job of its corpus runs or stands before it in line.
+
+    Under the corpus lock on PostgreSQL; in a write transaction, which SQLite serialises, elsewhere.
+    """
+    with transaction.atomic():
+        if _corpus_busy(job):
+            return False
+        return bool(
+            IngestJob.objects.filter(pk=job.pk, status=Status.QUEUED).update(
+                status=Status.RUNNING,
+                stage="starting",
+                started_at=timezone.now(),
+                heartbeat_at=timezone.now(),
+                worker_host=socket.gethostname()[:255],
+                worker_pid=os.getpid(),
+                attempts=F("attempts") + 1,
+            )
+        )
+
+
+def _corpus_busy(job: IngestJob) -> bool:
+    label = job.corpus_label
+    same_corpus = (
+        IngestJob.objects.filter(Q(corpus__slug=label) | Q(corpus__isnull=True, new_corpus_slug=label))
+        .exclude(pk=job.pk)
+        .select_related("corpus")
+    )
+    # A running job whose worker is gone is marked interrupted here (and perhaps queued again).
+    for other in same_corpus.filter(status=Status.RUNNING):
+        if refresh_liveness(other).status == Status.RUNNING:
+            return True
+    if job.queued_at is None:  # queued before jobs had places in line
+        return False
+    ahead = same_corpus.filter(status=Status.QUEUED).filter(
+        Q(queued_at__lt=job.queued_at) | Q(queued_at=job.queued_at, pk__lt=job.pk)
+    )
+    return any(_task_pending(other) for other in ahead)
+
+
+def _task_pending(job: IngestJob) -> bool:
+    """Whether a queued job will be run by its task: a job whose task is lost must not block the line."""
+    backend = run_job.get_backend()
+    if not backend.supports_get_result:  # the immediate backend keeps no queue
+        return False
+    try:
+        result = backend.get_result(job.task_id)
+    except (TaskResultDoesNotExist, ImportError):  # pruned, or a task no worker can import
+        return False
+    if result.status == TaskResultStatus.READY:
+        return True
+    # A worker is deciding whether it may start the job, a moment's work; a worker killed at that
+    # moment leaves its task running for ever, so only a recent start counts.
+    stale = timedelta(seconds=app_settings().job_stale_seconds)
+    started = result.started_at
+    return result.status == TaskResultStatus.RUNNING and started is not None and timezone.now() - started < stale
+
+
+def _wait_turn(job: IngestJob) -> str:
+    """Leave the job queued and its task to be tried again shortly, by any worker."""
+    if not IngestJob.objects.filter(pk=job.pk, status=Status.QUEUED).update(stage=WAITING_STAGE):
+        return IngestJob.objects.filter(pk=job.pk).values_list("status", flat=True).first() or "deleted"
+    later = timezone.now() + timedelta(seconds=app_settings().job_busy_retry_seconds)
+    result = run_job.using(run_after=later).enqueue(job.pk)
+    IngestJob.objects.filter(pk=job.pk, status=Status.QUEUED).update(task_id=str(result.id))
+    return Status.QUEUED
+
+
+def _run(job: IngestJob) -> str:
+    """The job's work, once this worker has claimed it."""
+    job_id = job.pk
     tracker = ProgressTracker(job)
     started = time.monotonic()
     try:
@@ -337,7 +443,8 @@ class ProgressTracker:
 
 
 def refresh_liveness(job: IngestJob) -> IngestJob:
-    """Mark a running job whose worker is gone (killed, crashed, machine lost) as interrupted."""
+    """Mark a running job whose worker is gone (killed, crashed, machine lost) as interrupted, and
+    queue it again in its place while it has automatic retries left (AUTOCOMPLETE_JOB_AUTO_RETRIES)."""
     if job.status == Status.RUNNING and not _worker_alive(job):
         updated = IngestJob.objects.filter(pk=job.pk, status=Status.RUNNING).update(
             status=Status.INTERRUPTED,
@@ -347,8 +454,21 @@ def refresh_liveness(job: IngestJob) -> IngestJob:
         )
         if updated:
             logger.warning("Ingest job %s was interrupted during %s", job.pk, job.stage)
+            job.refresh_from_db()
+            if _retries_by_itself(job):
+                logger.warning("Ingest job %s is queued again (attempt %s)", job.pk, job.attempts + 1)
+                _enqueue(job, keep_place=True)
         job.refresh_from_db()
     return job
+
+
+def _retries_by_itself(job: IngestJob) -> bool:
+    # Only through a real queue: the immediate backend would run the job inside whoever noticed.
+    return (
+        job.attempts <= app_settings().job_auto_retries
+        and run_job.get_backend().supports_defer
+        and (job.kind == IngestJob.Kind.REINDEX or bool(job.stored_file))
+    )
 
 
 def refresh_running_jobs(jobs: QuerySet[IngestJob]) -> None:
@@ -358,15 +478,21 @@ def refresh_running_jobs(jobs: QuerySet[IngestJob]) -> None:
 
 
 def _worker_alive(job: IngestJob) -> bool:
-    if job.worker_host == socket.gethostname() and job.worker_pid:
+    same_host = job.worker_host == socket.gethostname() and bool(job.worker_pid)
+    if same_host and job.worker_pid == os.getpid():
+        return job.pk in _RUNNING_HERE  # a live process may still have lost the job (its thread died)
+    if uses_advisory_locks():
+        # Any other process, on any machine: its connection holds the corpus lock while the job runs.
+        return not corpus_lock_free(job.corpus_label)
+    if same_host:
         try:
-            os.kill(job.worker_pid, 0)
+            os.kill(job.worker_pid, 0)  # type: ignore[arg-type]
         except ProcessLookupError:
             return False
         except PermissionError:
             return True
         return True
-    # Another machine: trust the heartbeat.
+    # Another machine, and no lock to ask: trust the heartbeat.
     stale = timedelta(seconds=app_settings().job_stale_seconds)
     return job.heartbeat_at is not None and timezone.now() - job.heartbeat_at < stale
 
@@ -414,7 +540,8 @@ def job_progress(job: IngestJob) -> JobProgress:
 
 def cleanup_stale_files() -> None:
     """Remove temp index files of crashed builds, uploads no job will read again and temp files of
-    uploads whose request was killed."""
+    uploads whose request was killed; find running jobs whose worker is gone (and retry them)."""
+    refresh_running_jobs(IngestJob.objects.select_related("corpus"))
     remove_orphan_files()
     ttl = app_settings().preview_ttl_seconds
     expired = IngestJob.objects.filter(status=Status.PREVIEW, created_at__lt=timezone.now() - timedelta(seconds=ttl))

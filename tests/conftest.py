@@ -7,17 +7,20 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import quote
 
 import pytest
-from django.db import connection
+from django.db import connection, connections
 
 from autocomplete import search
 from autocomplete.conf import app_settings
+from autocomplete.corpus_locks import corpus_lock
 from autocomplete.encoder_registry import encoder_registry
 from autocomplete.ingest import ingest_parsed
 from autocomplete.models import Corpus
@@ -142,6 +145,33 @@ def database_env() -> dict[str, str]:
     address = f"{database['HOST'] or ''}:{database['PORT']}" if database["PORT"] else str(database["HOST"] or "")
     url = f"postgres://{user}{password}@{address}/{quote(str(database['NAME']), safe='')}"
     return {"AUTOCOMPLETE_TEST_DATABASE_URL": url}
+
+
+@contextmanager
+def held_by_another_session(slug: str) -> Iterator[None]:
+    """Hold the corpus's lock (PostgreSQL) from another database session, as a live worker does."""
+    taken, release = threading.Event(), threading.Event()
+    outcome: list[bool] = []
+
+    def hold() -> None:
+        try:
+            with corpus_lock(slug) as held:
+                outcome.append(held)
+                taken.set()
+                release.wait(timeout=60)
+        finally:
+            taken.set()
+            connections.close_all()  # this thread's connection
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    taken.wait(timeout=30)
+    try:
+        assert outcome == [True], "another session already held the lock"
+        yield
+    finally:
+        release.set()
+        holder.join(timeout=30)
 
 
 def start_worker(*args: str, slow: bool = False) -> subprocess.Popen[bytes]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -20,13 +21,14 @@ from django.utils import timezone
 
 from autocomplete import builds, jobs
 from autocomplete.conf import app_settings
+from autocomplete.corpus_locks import corpus_lock_free
 from autocomplete.encoder_registry import encoder_registry
 from autocomplete.models import Corpus, IndexBuild, IngestJob, QAPair
 from autocomplete.search import suggestions_for
 from autocomplete.uploads import store_upload, upload_dir
 from embeddings.vector_index import VectorIndex
 
-from .conftest import SMALL_FAQ, faq_csv, start_worker
+from .conftest import SMALL_FAQ, faq_csv, held_by_another_session, start_worker
 
 DATABASE_TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default"]}}
 NEW_PAIRS = [
@@ -199,13 +201,28 @@ def test_a_running_job_whose_worker_is_gone_shows_as_interrupted(
     job.refresh_from_db()
     assert job.status == "interrupted"
     assert "during 'embedded'" in job.error and "Run the job again" in job.error
-    # On another machine only the heartbeat tells.
+    # On another machine: on PostgreSQL the corpus lock its connection holds tells, elsewhere the heartbeat.
     IngestJob.objects.filter(pk=job.pk).update(status="running", worker_host="elsewhere", heartbeat_at=timezone.now())
     job.refresh_from_db()
+    if connection.vendor == "postgresql":
+        with held_by_another_session("small"):
+            assert jobs.refresh_liveness(job).status == "running"
+        assert jobs.refresh_liveness(job).status == "interrupted"  # fresh heartbeat, but no lock
+        return
     assert jobs.refresh_liveness(job).status == "running"
     old = timezone.now() - timedelta(seconds=app_settings().job_stale_seconds + 1)
     IngestJob.objects.filter(pk=job.pk).update(heartbeat_at=old)
     job.refresh_from_db()
+    assert jobs.refresh_liveness(job).status == "interrupted"
+
+
+@pytest.mark.django_db
+def test_a_job_of_this_process_that_no_thread_runs_shows_as_interrupted(small_corpus: Corpus) -> None:
+    job = upload_job(small_corpus, NEW_PAIRS)
+    # The pid is alive (it is this process) but the thread that ran the job is gone.
+    job.status, job.stage, job.worker_pid = "running", "embedded", os.getpid()
+    job.worker_host, job.heartbeat_at = socket.gethostname(), timezone.now()
+    job.save()
     assert jobs.refresh_liveness(job).status == "interrupted"
 
 
@@ -255,9 +272,11 @@ def _new_index_file(live: IndexBuild) -> bool:
 def test_a_worker_killed_mid_job_loses_nothing_and_the_job_runs_again(
     small_corpus: Corpus,
     settings,
+    configure,
     moment: str,
 ) -> None:
     settings.TASKS = DATABASE_TASKS
+    configure(JOB_AUTO_RETRIES=0)  # the admin runs it again (the automatic retry: tests/test_corpus_locks.py)
     live = IndexBuild.objects.get(corpus=small_corpus, is_live=True)
     job = jobs.confirm_upload(upload_job(small_corpus, SMALL_FAQ[:5] + NEW_PAIRS, mode="replace"))
     assert job.status == "queued"
@@ -277,6 +296,8 @@ def test_a_worker_killed_mid_job_loses_nothing_and_the_job_runs_again(
     job.refresh_from_db()
     assert job.status == "running"  # as the dead worker left it...
     assert jobs.refresh_liveness(job).status == "interrupted"  # ...and as the admin sees it
+    if connection.vendor == "postgresql":  # the server released the dead worker's corpus lock
+        assert corpus_lock_free("small")
     assert small_corpus.pairs.count() == 10
     assert IndexBuild.objects.get(corpus=small_corpus, is_live=True) == live
     result = suggestions_for("cancel my plan", corpus="small")
