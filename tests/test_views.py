@@ -280,7 +280,8 @@ def test_under_a_prefix_the_page_links_to_the_apps_own_paths(client: Client, mou
     assert 'action="/autocomplete/"' in page and 'hx-get="/autocomplete/suggest"' in page
     assert '<a href="/autocomplete/" class="brand">' in page
     partial = client.get("/autocomplete/suggest", {"q": "reset my password"}, HTTP_HX_REQUEST="true")
-    assert "How do I reset my password?" in partial.content.decode()
+    listed = partial.content.decode().replace("<mark>", "").replace("</mark>", "")
+    assert "How do I reset my password?" in listed
     # Without JavaScript the partial's address leads back to the page, under the prefix.
     redirect = client.get("/autocomplete/suggest", {"q": "password"})
     assert redirect.status_code == 302 and redirect["Location"] == "/autocomplete/?q=password"
