@@ -15,7 +15,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import InMemoryStorage, storages
 from django.test import Client
 
-from autocomplete import builds, index_storage, search
+from autocomplete import backup, builds, index_storage, search
 from autocomplete.conf import app_settings
 from autocomplete.ingest import ingest_parsed
 from autocomplete.models import Corpus, IndexBuild
@@ -152,3 +152,26 @@ def test_grace_shorter_than_the_catalog_interval_is_refused(configure: Callable[
     configure(CATALOG_TTL_SECONDS=5.0, SUPERSEDED_GRACE_SECONDS=5.0)
     with pytest.raises(ImproperlyConfigured, match="must exceed CATALOG_TTL_SECONDS"):
         app_settings()
+
+
+@pytest.mark.django_db(transaction=True)  # a backup reads what is committed
+def test_a_backup_reads_the_storage_and_a_restore_writes_it_back(
+    memory_storage: InMemoryStorage, minilm: Encoder, client: Client, tmp_path: Path
+) -> None:
+    corpus = Corpus.objects.create(name="Small FAQ", slug="small", default_encoder="minilm")
+    build = ingest(corpus, SMALL_FAQ)
+    files = stored(memory_storage)
+    manifest = backup.backup_to(tmp_path / "backup")
+    assert sorted(entry["name"] for entry in manifest["files"] if entry["name"].startswith("indexes/")) == [
+        f"indexes/{name}" for name in files
+    ]
+    for name in files:
+        memory_storage.delete(name)
+        (app_settings().index_cache_dir / name).unlink()
+    backup.restore_from(tmp_path / "backup", force=True)
+    assert stored(memory_storage) == files
+    assert (
+        memory_storage.open(build.file_name).read() == (tmp_path / "backup" / "indexes" / build.file_name).read_bytes()
+    )
+    search.forget_loaded()
+    assert top(client, "reset my password") == "How do I reset my password?"
