@@ -8,6 +8,7 @@ the database is pytest-django's test database (test_<name>), created and dropped
 
 from __future__ import annotations
 
+import functools
 import http.client
 import json
 import os
@@ -158,7 +159,7 @@ def deployment(tmp_path: Path, configure: Callable[..., None], minilm: Encoder) 
             start(f"server{n}", gunicorn, HOST="127.0.0.1", PORT=str(port))
         start("worker", ["manage.py", "db_worker", "--no-reload", "--no-startup-delay"])
         for port in ports:
-            wait_until(lambda port=port: answers(port), timeout=120, what=f"server on {port} answering", logs=logs)
+            wait_until(functools.partial(answers, port), timeout=120, what=f"server on {port} answering", logs=logs)
         yield {"corpus": corpus, "ports": ports, "logs": logs, "tmp": tmp_path}
     finally:
         for process in processes:
