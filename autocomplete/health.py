@@ -19,7 +19,7 @@ from embeddings.vector_index import IndexFileError, read_index_header
 
 from .catalog import CorpusEntry, LiveBuild, catalog
 from .encoder_registry import encoder_registry
-from .index_storage import is_local, local_path, stored_names
+from .index_storage import index_storage, is_local, local_path
 from .models import Corpus, IndexBuild
 from .search import IndexUnavailableError, live_space, load_failure
 
@@ -101,7 +101,7 @@ def index_file_problem(build: IndexBuild) -> str | None:
     path = local_path(build.file_name)
     if not is_local() and not path.is_file():
         # Not downloaded here yet: whether the storage holds it is all that is cheap to know.
-        return load_failure(build) if build.file_name in stored_names(build.file_name) else "the index file is missing"
+        return load_failure(build) if index_storage().exists(build.file_name) else "the index file is missing"
     try:
         header = read_index_header(path)
     except IndexFileError as exc:

@@ -17,6 +17,7 @@ from django.test import Client
 
 from autocomplete import backup, builds, index_storage, search
 from autocomplete.conf import app_settings
+from autocomplete.health import index_file_problem
 from autocomplete.ingest import ingest_parsed
 from autocomplete.models import Corpus, IndexBuild
 from autocomplete.parsing import parse_qa_file
@@ -175,3 +176,12 @@ def test_a_backup_reads_the_storage_and_a_restore_writes_it_back(
     )
     search.forget_loaded()
     assert top(client, "reset my password") == "How do I reset my password?"
+
+
+def test_the_admin_sees_a_build_missing_from_the_storage(memory_storage: InMemoryStorage, minilm: Encoder) -> None:
+    corpus = Corpus.objects.create(name="Small FAQ", slug="small", default_encoder="minilm")
+    build = ingest(corpus, SMALL_FAQ)
+    (app_settings().index_cache_dir / build.file_name).unlink()  # a machine that has not downloaded it
+    assert index_file_problem(build) is None
+    memory_storage.delete(build.file_name)
+    assert index_file_problem(build) == "the index file is missing"
