@@ -35,6 +35,7 @@ from .index_storage import (
     IndexFetchError,
     delete,
     fetch,
+    in_place_path,
     is_local,
     prune_cache,
     store,
@@ -114,9 +115,13 @@ def build_index(
             building = builder.submit(build_vectors)
             lexical_index_for(file_name, ids, questions)
             index = building.result()
-        data = index.to_bytes()
-        checksum = hashlib.sha256(data).hexdigest()
-        store(file_name, data)
+        local = in_place_path(file_name)
+        if local is not None:
+            checksum = index.save(local)
+        else:
+            data = index.to_bytes()
+            checksum = hashlib.sha256(data).hexdigest()
+            store(file_name, data)
         verified = VectorIndex.load(fetch(file_name, sha256=checksum), encoder=spec.key, dimension=spec.dimension)
         if verified.count != len(ids):
             raise IndexFileError(f"{file_name} holds {verified.count} vectors after saving {len(ids)}.")

@@ -16,6 +16,7 @@ from django.core.files.storage import InMemoryStorage, storages
 from django.test import Client
 
 from autocomplete import backup, builds, index_storage, search
+from autocomplete.builds import IndexWriteError
 from autocomplete.conf import app_settings
 from autocomplete.health import index_file_problem
 from autocomplete.ingest import ingest_parsed
@@ -185,3 +186,17 @@ def test_the_admin_sees_a_build_missing_from_the_storage(memory_storage: InMemor
     assert index_file_problem(build) is None
     memory_storage.delete(build.file_name)
     assert index_file_problem(build) == "the index file is missing"
+
+
+def test_a_storage_that_refuses_the_build_fails_it_in_words(
+    settings: Any, configure: Callable[..., None], tmp_path: Path, minilm: Encoder
+) -> None:
+    corpus = Corpus.objects.create(name="Small FAQ", slug="small", default_encoder="minilm")
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the storage's directory should be")
+    backend = {"BACKEND": "tests.shared_storage.SharedDirectoryStorage", "OPTIONS": {"location": str(blocker)}}
+    settings.STORAGES = {**settings.STORAGES, STORAGE: backend}
+    configure(INDEX_STORAGE=STORAGE, INDEX_CACHE_DIR=tmp_path / "cache")
+    with pytest.raises(IndexWriteError, match=r"the index storage \(AUTOCOMPLETE_INDEX_STORAGE\) refused it"):
+        ingest(corpus, SMALL_FAQ)
+    assert not IndexBuild.objects.filter(corpus=corpus).exists()

@@ -14,7 +14,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from autocomplete import builds, embedding_store
+from autocomplete import embedding_store
 from autocomplete.builds import KEEP_SUPERSEDED_FILES, IndexWriteError, remove_orphan_files
 from autocomplete.conf import app_settings
 from autocomplete.encoder_registry import encoder_registry
@@ -114,10 +114,10 @@ def test_a_failed_build_leaves_pairs_and_live_index_intact(
 ) -> None:
     live = IndexBuild.objects.get(corpus=small_corpus, is_live=True)
 
-    def broken_store(name: str, data: bytes) -> None:
+    def broken_save(self: VectorIndex, path: Path) -> str:
         raise OSError("disk full")
 
-    monkeypatch.setattr(builds, "store", broken_store)
+    monkeypatch.setattr(VectorIndex, "save", broken_save)
     with pytest.raises(IndexWriteError, match="disk full"):
         ingest_parsed(small_corpus, parsed(SMALL_FAQ[:2]), mode="replace", encoder_key="minilm")
     assert QAPair.objects.filter(corpus=small_corpus).count() == 10
