@@ -13,7 +13,6 @@ import os
 import shutil
 import sqlite3
 import subprocess
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from embeddings.vector_index import write_atomically
 
 from .catalog import announce_catalog_change
 from .conf import app_settings
+from .index_storage import IndexFetchError, fetch, is_local, replace_stored
 from .lexical_store import lexical_files_of
 from .models import Corpus, IndexBuild, QAPair
 
@@ -255,19 +255,29 @@ def _read_snapshot(cursor: _Cursor) -> Snapshot:
 
 
 def _copy_index_files(build: Mapping[str, Any], directory: Path) -> list[dict[str, Any]]:
-    index_dir = app_settings().index_dir
     fix = f"run `manage.py reindex {build['corpus']} --encoder {build['encoder']}`, then back up again"
-    source = index_dir / build["file_name"]
+    missing = f"{build['file_name']}, a live index of {build['corpus']}, is not in {_where()}: {fix}."
+    try:
+        source = fetch(build["file_name"])
+    except FileNotFoundError:
+        raise BackupError(missing) from None
+    except IndexFetchError as exc:
+        raise BackupError(f"{build['file_name']}, a live index of {build['corpus']}: {exc.reason}.") from exc
     if not source.is_file():
-        raise BackupError(f"{build['file_name']}, a live index of {build['corpus']}, is not in {index_dir}: {fix}.")
+        raise BackupError(missing)
     entry = _copy_file(source, directory / INDEX_FOLDER)
     if entry["sha256"] != build["checksum"]:
         raise BackupError(f"{build['file_name']} differs from the file its build recorded (damaged on disk): {fix}.")
     entries = [entry]
     # The lexical files beside it, whatever their format: a serving process rebuilds one that is absent.
-    for path in sorted(lexical_files_of(build["file_name"])):
-        entries.append(_copy_file(path, directory / INDEX_FOLDER))
+    for name in lexical_files_of(build["file_name"]):
+        entries.append(_copy_file(fetch(name), directory / INDEX_FOLDER))
     return entries
+
+
+def _where() -> str:
+    """The index storage, as an administrator names it."""
+    return str(app_settings().index_dir) if is_local() else f"the index storage ({app_settings().index_storage})"
 
 
 def _copy_file(source: Path, folder: Path) -> dict[str, Any]:
@@ -338,24 +348,10 @@ def _corpora_in_database() -> int:
 
 
 def _install_index_files(directory: Path, files: Iterable[Mapping[str, Any]]) -> None:
-    index_dir = app_settings().index_dir
-    index_dir.mkdir(parents=True, exist_ok=True)
     for entry in files:
         folder, _, name = str(entry["name"]).partition("/")
-        if folder != INDEX_FOLDER:
-            continue
-        # Beside the target, then renamed: a server reading that name never sees half a file.
-        fd, temp_name = tempfile.mkstemp(prefix=".tmp-", dir=index_dir)
-        try:
-            with os.fdopen(fd, "wb") as writer, (directory / str(entry["name"])).open("rb") as reader:
-                shutil.copyfileobj(reader, writer, _CHUNK)
-                writer.flush()
-                os.fsync(writer.fileno())
-            os.replace(temp_name, index_dir / name)
-        except BaseException:
-            Path(temp_name).unlink(missing_ok=True)
-            raise
-    _fsync_directory(index_dir)
+        if folder == INDEX_FOLDER:
+            replace_stored(name, directory / str(entry["name"]))
 
 
 def _restore_sqlite(source: Path) -> None:

@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import logging
 import os
 import time
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 import numpy as np
 from django.db import transaction
 from django.db.models.signals import post_delete
 from django.dispatch import receiver
+from django.utils import timezone
 
 from embeddings.encoders import Encoder
 from embeddings.vector_index import IndexFileError, VectorIndex, set_threads, thread_cap
@@ -27,6 +30,18 @@ from embeddings.vector_index import IndexFileError, VectorIndex, set_threads, th
 from .catalog import LiveBuild, announce_catalog_change
 from .conf import app_settings
 from .embedding_store import Progress
+from .index_storage import (
+    TEMP_PREFIX,
+    IndexFetchError,
+    delete,
+    fetch,
+    in_place_path,
+    is_local,
+    prune_cache,
+    store,
+    stored_age_seconds,
+    stored_names,
+)
 from .lexical_store import (
     LEXICAL_INFIX,
     LEXICAL_SUFFIX,
@@ -39,7 +54,7 @@ from .models import Corpus, IndexBuild
 
 logger = logging.getLogger(__name__)
 
-# Superseded files kept for serving processes that may still be loading them.
+# Superseded builds kept, however old, beside those within SUPERSEDED_GRACE_SECONDS of their switch.
 KEEP_SUPERSEDED_FILES = 2
 ORPHAN_AGE_SECONDS = 3600
 
@@ -49,7 +64,9 @@ class IndexWriteError(Exception):
 
 
 def _write_failure(exc: OSError) -> IndexWriteError:
-    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+    if not is_local():
+        why = f"the index storage (AUTOCOMPLETE_INDEX_STORAGE) refused it ({exc}); check that it answers"
+    elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         why = "the index directory (AUTOCOMPLETE_INDEX_DIR) is not writable; make it writable"
     elif exc.errno in (errno.ENOSPC, errno.EDQUOT):
         why = "the disk holding the index directory (AUTOCOMPLETE_INDEX_DIR) is full; free some space"
@@ -98,11 +115,16 @@ def build_index(
             building = builder.submit(build_vectors)
             lexical_index_for(file_name, ids, questions)
             index = building.result()
-        path = conf.index_dir / file_name
-        checksum = index.save(path)
-        verified = VectorIndex.load(path, encoder=spec.key, dimension=spec.dimension)
+        local = in_place_path(file_name)
+        if local is not None:
+            checksum = index.save(local)
+        else:
+            data = index.to_bytes()
+            checksum = hashlib.sha256(data).hexdigest()
+            store(file_name, data)
+        verified = VectorIndex.load(fetch(file_name, sha256=checksum), encoder=spec.key, dimension=spec.dimension)
         if verified.count != len(ids):
-            raise IndexFileError(f"{path} holds {verified.count} vectors after saving {len(ids)}.")
+            raise IndexFileError(f"{file_name} holds {verified.count} vectors after saving {len(ids)}.")
     except BaseException as exc:
         # Nothing of a failed build stays behind: the live index is the one before.
         with contextlib.suppress(OSError):
@@ -137,52 +159,79 @@ def make_live(corpus: Corpus, *, encoder: str, **fields: object) -> IndexBuild:
     return build
 
 
+def prune_superseded() -> None:
+    """Delete the superseded builds (and files) that no server can still be loading, of every corpus."""
+    pairs = IndexBuild.objects.filter(is_live=False).order_by().values_list("corpus_id", "encoder").distinct()
+    for corpus_id, encoder in pairs:
+        _prune_superseded(corpus_id, encoder)
+
+
 def _prune_superseded(corpus_id: int, encoder: str) -> None:
-    old = IndexBuild.objects.filter(corpus_id=corpus_id, encoder=encoder, is_live=False)
-    for build in old.order_by("-created_at")[KEEP_SUPERSEDED_FILES:]:
-        build.delete()
+    # A server loads the build its catalog names live, and its catalog is at most the TTL old: once
+    # the grace has passed since a build was superseded (its successor made), no server reads its file.
+    cutoff = timezone.now() - timedelta(seconds=app_settings().superseded_grace_seconds)
+    builds = list(IndexBuild.objects.filter(corpus_id=corpus_id, encoder=encoder).order_by("-created_at", "-pk"))
+    superseded = 0
+    for successor, build in zip(builds, builds[1:], strict=False):
+        if build.is_live:
+            continue
+        superseded += 1
+        if superseded > KEEP_SUPERSEDED_FILES and successor.created_at < cutoff:
+            build.delete()
 
 
 def delete_index_file(file_name: str) -> None:
-    """Delete an index file and the lexical files stored beside it."""
-    (app_settings().index_dir / file_name).unlink(missing_ok=True)
-    for path in lexical_files_of(file_name):
-        path.unlink(missing_ok=True)
+    """Delete an index file and the lexical files stored beside it, in the storage and this process's cache."""
+    delete(file_name)
+    for name in lexical_files_of(file_name):
+        delete(name)
 
 
 def remove_orphan_files(*, min_age_seconds: float = ORPHAN_AGE_SECONDS) -> list[str]:
     """Delete temp and index files no build refers to (left by crashed or rolled-back builds) and
-    lexical files of retired formats.
+    lexical files of retired formats; prune superseded builds past their grace and this process's
+    copies of files whose build is gone.
 
     Only files older than `min_age_seconds` go, so a build in flight elsewhere is never touched.
     """
-    directory = app_settings().index_dir
-    if not directory.is_dir():
-        return []
+    prune_superseded()
     referenced = set(IndexBuild.objects.values_list("file_name", flat=True))
-    cutoff = time.time() - min_age_seconds
     removed = []
-    for path in directory.iterdir():
-        if not path.is_file() or path.stat().st_mtime > cutoff:
-            continue
-        orphan = owner_of(path.name) not in referenced and (
-            path.name.startswith(".tmp-") or path.suffix in (".faiss", LEXICAL_SUFFIX)
+    for name in stored_names():
+        suffix = os.path.splitext(name)[1]
+        orphan = owner_of(name) not in referenced and (
+            name.startswith(TEMP_PREFIX) or suffix in (".faiss", LEXICAL_SUFFIX)
         )
-        if orphan or (LEXICAL_INFIX in path.name and path.suffix in RETIRED_LEXICAL_SUFFIXES):
-            path.unlink(missing_ok=True)
-            removed.append(path.name)
+        retired = LEXICAL_INFIX in name and suffix in RETIRED_LEXICAL_SUFFIXES
+        if (orphan or retired) and stored_age_seconds(name) >= min_age_seconds:
+            delete(name)
+            removed.append(name)
+    remove_cached_copies(referenced)
     return removed
 
 
+def remove_cached_copies(referenced: set[str] | None = None) -> list[str]:
+    """Delete this process's downloaded copies of files whose build is gone (a storage that is not local)."""
+    if referenced is None:
+        referenced = set(IndexBuild.objects.values_list("file_name", flat=True))
+    return prune_cache(lambda name: owner_of(name) in referenced, temp_age_seconds=ORPHAN_AGE_SECONDS)
+
+
 def load_live_index(build: LiveBuild) -> VectorIndex:
-    """Read a live build's file, checking it is the one the database recorded."""
+    """Read a live build's file, checking it is the one the database recorded.
+
+    From a storage that is not local, the file is downloaded into this process's cache first.
+    """
     conf = app_settings()
-    index = VectorIndex.load(
-        conf.index_dir / build.file_name,
-        encoder=build.encoder,
-        dimension=build.dimension,
-        ef_search=conf.hnsw.ef_search,
-    )
+    try:
+        path = fetch(build.file_name, sha256=build.checksum or None)
+    except FileNotFoundError as exc:
+        raise IndexFileError(
+            f"Index file {build.file_name} is not in the index storage.", reason="the index file is missing"
+        ) from exc
+    except IndexFetchError as exc:
+        raise IndexFileError(str(exc), reason=exc.reason) from exc
+    index = VectorIndex.load(path, encoder=build.encoder, dimension=build.dimension, ef_search=conf.hnsw.ef_search)
     if index.count != build.vector_count:
         raise IndexFileError(
             f"{build.file_name} holds {index.count} vectors; the database recorded {build.vector_count}.",

@@ -34,6 +34,8 @@ class LiveBuild:
     dimension: int
     vector_count: int
     kind: str
+    # SHA-256 of the file as it was built: a copy downloaded from the index storage must match it.
+    checksum: str = ""
 
 
 @dataclass(frozen=True)
@@ -142,7 +144,7 @@ def invalidate_catalog() -> None:
 def _read_catalog(change_token: str | None) -> Catalog:
     live: dict[int, dict[str, LiveBuild]] = {}
     for build in IndexBuild.objects.filter(is_live=True).values(
-        "id", "corpus_id", "encoder", "file_name", "dimension", "vector_count", "kind"
+        "id", "corpus_id", "encoder", "file_name", "dimension", "vector_count", "kind", "checksum"
     ):
         live.setdefault(build["corpus_id"], {})[build["encoder"]] = LiveBuild(**build)
     corpora = {

@@ -24,7 +24,12 @@ from embeddings.vector_index import HNSWOptions
 
 _DEFAULT_VAR_DIR = Path("var")
 # Folders of var_dir, unless set apart: setting var_dir alone moves them all.
-_VAR_FOLDERS = {"onnx_dir": "onnx", "index_dir": "indexes", "upload_dir": "uploads"}
+_VAR_FOLDERS = {
+    "onnx_dir": "onnx",
+    "index_dir": "indexes",
+    "index_cache_dir": "index-cache",
+    "upload_dir": "uploads",
+}
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,13 @@ class AutocompleteSettings:
     # Served when a request names no corpus and several exist.
     default_corpus: str | None = None
     index_dir: Path = _DEFAULT_VAR_DIR / "indexes"
+    # Alias in STORAGES of the storage holding index files (S3, a shared directory...); "" = index_dir.
+    index_storage: str = ""
+    # This process's copies of files from a storage that is not a local directory.
+    index_cache_dir: Path = _DEFAULT_VAR_DIR / "index-cache"
+    # A superseded build's files stay this long after the switch, for servers still loading it: it
+    # must exceed the catalog TTL plus the time a server takes to download and load an index.
+    superseded_grace_seconds: float = 600.0
     # Above this many questions, HNSW (approximate) instead of exact search.
     ann_threshold: int = 20_000
     hnsw: HNSWOptions = field(default_factory=HNSWOptions)
@@ -136,6 +148,11 @@ class AutocompleteSettings:
 
 def _check_access_settings(parsed: AutocompleteSettings) -> AutocompleteSettings:
     """Refuse, at start-up, a limit or a list that every request would trip over."""
+    if parsed.superseded_grace_seconds <= parsed.catalog_ttl_seconds:
+        raise ImproperlyConfigured(
+            f"SUPERSEDED_GRACE_SECONDS ({parsed.superseded_grace_seconds:g}) must exceed CATALOG_TTL_SECONDS "
+            f"({parsed.catalog_ttl_seconds:g}): a server may load a superseded index until it re-reads the catalog."
+        )
     if parsed.rate_limit and (parsed.rate_limit_per_second <= 0 or parsed.rate_limit_burst < 1):
         raise ImproperlyConfigured(
             "RATE_LIMIT_PER_SECOND must be above 0 and RATE_LIMIT_BURST at least 1; "

@@ -18,8 +18,8 @@ from embeddings.encoders import EncoderError
 from embeddings.vector_index import IndexFileError, read_index_header
 
 from .catalog import CorpusEntry, LiveBuild, catalog
-from .conf import app_settings
 from .encoder_registry import encoder_registry
+from .index_storage import index_storage, is_local, local_path
 from .models import Corpus, IndexBuild
 from .search import IndexUnavailableError, live_space, load_failure
 
@@ -98,8 +98,12 @@ def index_file_problem(build: IndexBuild) -> str | None:
     A file whose payload is damaged at the right length passes here; once a serving process in
     this process has failed to load it, that failure is reported too.
     """
+    path = local_path(build.file_name)
+    if not is_local() and not path.is_file():
+        # Not downloaded here yet: whether the storage holds it is all that is cheap to know.
+        return load_failure(build) if index_storage().exists(build.file_name) else "the index file is missing"
     try:
-        header = read_index_header(app_settings().index_dir / build.file_name)
+        header = read_index_header(path)
     except IndexFileError as exc:
         return exc.reason
     if (header.encoder, header.dimension, header.count) != (build.encoder, build.dimension, build.vector_count):

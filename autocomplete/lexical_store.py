@@ -14,14 +14,12 @@ import io
 import logging
 import zipfile
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
 from embeddings.lexical import LexicalIndex
-from embeddings.vector_index import write_atomically
 
-from .conf import app_settings
+from .index_storage import fetch, in_place_path, store, stored_names
 
 logger = logging.getLogger(__name__)
 
@@ -34,12 +32,12 @@ LEXICAL_SUFFIX = ".npz"
 RETIRED_LEXICAL_SUFFIXES = (".pickle",)
 
 
-def lexical_file(index_file: str, ids: Sequence[int], questions: Sequence[str]) -> Path:
-    """Where the lexical index of these exact pairs, for this index file and format, is kept."""
+def lexical_file(index_file: str, ids: Sequence[int], questions: Sequence[str]) -> str:
+    """The name under which the lexical index of these exact pairs, for this index file and format, is stored."""
     digest = hashlib.blake2b(f"format {LEXICAL_FORMAT}".encode(), digest_size=12)
     for pk, question in zip(ids, questions, strict=True):
         digest.update(f"{pk}\0{question}\0".encode())
-    return app_settings().index_dir / f"{index_file}{LEXICAL_INFIX}{digest.hexdigest()}{LEXICAL_SUFFIX}"
+    return f"{index_file}{LEXICAL_INFIX}{digest.hexdigest()}{LEXICAL_SUFFIX}"
 
 
 def owner_of(file_name: str) -> str:
@@ -47,15 +45,15 @@ def owner_of(file_name: str) -> str:
     return file_name.split(LEXICAL_INFIX)[0]
 
 
-def lexical_files_of(index_file: str) -> list[Path]:
-    """Every stored lexical file of an index file."""
-    return list(app_settings().index_dir.glob(f"{index_file}{LEXICAL_INFIX}*"))
+def lexical_files_of(index_file: str) -> list[str]:
+    """The names of every stored lexical file of an index file."""
+    return stored_names(f"{index_file}{LEXICAL_INFIX}")
 
 
 def lexical_index_for(index_file: str, ids: Sequence[int], questions: Sequence[str]) -> LexicalIndex:
     """The lexical index over these pairs: read from its file when one was stored, else built and stored."""
-    path = lexical_file(index_file, ids, questions)
-    stored = _read(path, ids)
+    name = lexical_file(index_file, ids, questions)
+    stored = _read(name, ids)
     if stored is not None:
         return stored
     built = LexicalIndex(list(ids), list(questions))
@@ -63,13 +61,17 @@ def lexical_index_for(index_file: str, ids: Sequence[int], questions: Sequence[s
     archive = io.BytesIO()
     np.savez(archive, allow_pickle=False, **built.to_arrays())
     try:
-        write_atomically(path, archive.getvalue())
+        store(name, archive.getvalue())
     except OSError as exc:
-        logger.warning("Cannot store lexical index %s: %s", path.name, exc)
+        logger.warning("Cannot store lexical index %s: %s", name, exc)
     return built
 
 
-def _read(path: Path, ids: Sequence[int]) -> LexicalIndex | None:
+def _read(name: str, ids: Sequence[int]) -> LexicalIndex | None:
+    try:
+        path = fetch(name)
+    except OSError:  # none stored, or the storage does not answer: built here instead
+        return None
     if not path.is_file():
         return None
     # The lookups rebuilt while loading are many small objects: the collector would run over and over.
@@ -87,5 +89,7 @@ def _read(path: Path, ids: Sequence[int]) -> LexicalIndex | None:
     # The name is a digest of the pairs, so ids that differ mean a file copied over another's name.
     if stored is not None and np.array_equal(stored.ids, np.asarray(ids, dtype=np.int64)):
         return stored
-    logger.warning("Lexical index %s is unreadable or not this corpus's: rebuilding it.", path.name)
+    logger.warning("Lexical index %s is unreadable or not this corpus's: rebuilding it.", name)
+    if in_place_path(name) is None:
+        path.unlink(missing_ok=True)  # this process's copy, downloaded again if the storage's is replaced
     return None

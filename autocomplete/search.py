@@ -27,10 +27,11 @@ from embeddings.ranking import RankingParams, embedding_text, hybrid_rank, seman
 from embeddings.typed_query import TypedQuery
 from embeddings.vector_index import IndexFileError, IndexMismatchError, VectorIndex
 
-from .builds import load_live_index
+from .builds import load_live_index, remove_cached_copies
 from .catalog import CorpusEntry, LiveBuild, catalog, invalidate_catalog
 from .conf import app_settings
 from .encoder_registry import encoder_registry
+from .index_storage import in_place_path, index_storage, is_local
 from .lexical_store import lexical_index_for
 from .models import IndexBuild, QAPair
 
@@ -223,7 +224,9 @@ MAX_CACHED_SPACES = 8
 # Builds whose file could not be loaded: the file's identity then, and the visitor's message. A
 # request for a broken corpus is answered from here, not by reading the file again, until the
 # file changes (restored from a backup) or a re-index makes another build live.
-_failed: dict[int, tuple[tuple[int, int, int] | None, str]] = {}
+_failed: dict[int, tuple[tuple[int, ...] | None, str]] = {}
+# The build last loaded for each (corpus, encoder): answers in the meantime if its successor cannot load.
+_last_loaded: dict[tuple[int, str], int] = {}
 
 
 def _index_unavailable(reason: str) -> IndexUnavailableError:
@@ -239,6 +242,7 @@ def forget_loaded() -> None:
     with _spaces_lock:
         _spaces.clear()
         _failed.clear()
+        _last_loaded.clear()
     invalidate_catalog()
 
 
@@ -257,9 +261,26 @@ def live_space(build: LiveBuild) -> SearchSpace:
         if space is None:
             space = _load_space(build)
             _spaces[build.id] = space
+            _last_loaded[(build.corpus_id, build.encoder)] = build.id
             while len(_spaces) > MAX_CACHED_SPACES:
                 _spaces.popitem(last=False)
     return space
+
+
+def serving_space(build: LiveBuild) -> SearchSpace:
+    """The live build's search space; while it cannot be loaded, the one this process served before it.
+
+    A re-index swaps in without failing a request even when its file cannot be brought here yet
+    (the index storage briefly unreachable); a corpus never loaded here still answers 503.
+    """
+    try:
+        return live_space(build)
+    except IndexUnavailableError:
+        previous = _spaces.get(_last_loaded.get((build.corpus_id, build.encoder), build.id))
+        if previous is None:
+            raise
+        logger.warning("Build #%d cannot be loaded yet: its predecessor keeps answering.", build.id)
+        return previous
 
 
 def load_failure(build: LiveBuild | IndexBuild) -> str | None:
@@ -270,10 +291,16 @@ def load_failure(build: LiveBuild | IndexBuild) -> str | None:
     return failed[1]
 
 
-def _file_identity(build: LiveBuild | IndexBuild) -> tuple[int, int, int] | None:
+def _file_identity(build: LiveBuild | IndexBuild) -> tuple[int, ...] | None:
+    path = in_place_path(build.file_name)
     try:
-        stat = (app_settings().index_dir / build.file_name).stat()
-    except OSError:
+        if path is None:
+            # Kept in a storage elsewhere: its size and time there, so a replaced file is fetched again.
+            storage = index_storage()
+            modified = storage.get_modified_time(build.file_name)
+            return (storage.size(build.file_name), int(modified.timestamp() * 1e9))
+        stat = path.stat()
+    except Exception:  # noqa: BLE001 - a storage backend raises its own errors: no identity, as for a missing file
         return None
     return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
@@ -292,6 +319,8 @@ def _load_space(build: LiveBuild) -> SearchSpace:
         _failed[build.id] = (identity, reason)
         raise _index_unavailable(reason) from exc
     _failed.pop(build.id, None)
+    if not is_local():
+        remove_cached_copies()  # a swap is when copies of builds gone since are dropped
     rows = (
         QAPair.objects.filter(corpus_id=build.corpus_id).order_by("id").values_list("id", "question", "answer", "url")
     )
@@ -357,7 +386,7 @@ def suggestions_for(query: str, *, corpus: str | None = None, k: int = 5, encode
     spec, model = _serving_encoder(entry, key, load=bool(query.strip()))
     suggestions: list[Suggestion] = []
     if model is not None:
-        space = live_space(entry.live[key])
+        space = serving_space(entry.live[key])
         suggestions = rank(space, query, embed=lambda text: embed_query(model, text), k=k)
     took_ms = (time.perf_counter() - started) * 1000
     return SuggestResult(query, entry, spec, suggestions, round(took_ms, 2), is_fallback)

@@ -6,8 +6,12 @@ hold the README's configuration table to exactly the variables that exist.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
 
 READ: set[str] = set()
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -38,3 +42,17 @@ def env_bool(name: str, default: bool | None = None) -> bool | None:
 def env_path(name: str, default: Path | None = None) -> Path | None:
     value = env_str(name)
     return Path(value) if value else default
+
+
+def env_json(name: str) -> dict[str, Any] | None:
+    """A JSON object, or None when the variable is unset or empty."""
+    value = env_str(name)
+    if not value:
+        return None
+    try:
+        parsed = json.loads(value)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} is not valid JSON ({exc}); write it as a JSON object.") from None
+    if not isinstance(parsed, dict):
+        raise ImproperlyConfigured(f'{name} must be a JSON object, e.g. {{"BACKEND": "...", "OPTIONS": {{}}}}.')
+    return parsed

@@ -17,7 +17,7 @@ import dj_database_url
 import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
 
-from .environment import env_bool, env_float, env_int, env_path, env_str
+from .environment import env_bool, env_float, env_int, env_json, env_path, env_str
 
 # Lets the generic classes of django-stubs (ModelAdmin[Corpus], QuerySet[QAPair]) be subscripted at run time.
 django_stubs_ext.monkeypatch()
@@ -265,6 +265,17 @@ TASKS = {
     }
 }
 
+# Index files in a storage of Django's STORAGES rather than the local index directory: a JSON object
+# {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": {...}} (docs/deploy.md).
+_INDEX_STORAGE = env_json("AUTOCOMPLETE_INDEX_STORAGE")
+INDEX_STORAGE_ALIAS = "autocomplete_indexes"
+STORAGES: dict[str, dict[str, Any]] = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+if _INDEX_STORAGE:
+    STORAGES[INDEX_STORAGE_ALIAS] = _INDEX_STORAGE
+
 # The app's settings (defaults and meanings: autocomplete/conf.py). Keys left out, here because
 # their variable is unset, take the default.
 _AUTOCOMPLETE_FROM_ENVIRONMENT: dict[str, Any] = {
@@ -284,6 +295,7 @@ _AUTOCOMPLETE_FROM_ENVIRONMENT: dict[str, Any] = {
     "FALLBACK_ENCODER": env_str("AUTOCOMPLETE_FALLBACK_ENCODER"),
     "DEFAULT_CORPUS": env_str("AUTOCOMPLETE_DEFAULT_CORPUS"),
     "INDEX_DIR": env_path("AUTOCOMPLETE_INDEX_DIR"),
+    "INDEX_STORAGE": INDEX_STORAGE_ALIAS if _INDEX_STORAGE else None,
     "ANN_THRESHOLD": env_int("AUTOCOMPLETE_ANN_THRESHOLD"),
     "CATALOG_TTL_SECONDS": env_float("AUTOCOMPLETE_CATALOG_TTL_SECONDS"),
     "EMBED_BATCH_SIZE": env_int("AUTOCOMPLETE_EMBED_BATCH_SIZE"),

@@ -48,3 +48,23 @@ def test_no_other_module_reads_the_environment_for_settings() -> None:
         if path.name != "environment.py" and pattern.search(path.read_text(encoding="utf-8"))
     ]
     assert offenders == []
+
+
+def test_the_index_storage_variable_becomes_a_storages_entry(tmp_path: Path) -> None:
+    script = (
+        "import json, config.settings as s\n"
+        "print(json.dumps([s.STORAGES.get('autocomplete_indexes'), s.AUTOCOMPLETE.get('INDEX_STORAGE')]))\n"
+    )
+    storage = {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": {"bucket_name": "indexes"}}
+    env = {"PATH": "/usr/bin:/bin", "DJANGO_DEBUG": "1", "AUTOCOMPLETE_VAR_DIR": str(tmp_path)}
+
+    def run(value: str | None) -> subprocess.CompletedProcess[str]:
+        extra = {} if value is None else {"AUTOCOMPLETE_INDEX_STORAGE": value}
+        return subprocess.run(
+            [sys.executable, "-c", script], cwd=ROOT, env=env | extra, capture_output=True, text=True, check=False
+        )
+
+    assert json.loads(run(json.dumps(storage)).stdout) == [storage, "autocomplete_indexes"]
+    assert json.loads(run(None).stdout) == [None, None]  # the local index directory, read in place
+    refused = run('{"BACKEND": ')
+    assert refused.returncode != 0 and "AUTOCOMPLETE_INDEX_STORAGE is not valid JSON" in refused.stderr

@@ -127,9 +127,11 @@ def test_a_failed_build_leaves_pairs_and_live_index_intact(
 
 
 def test_superseded_files_are_pruned_and_orphans_removed(
-    small_corpus: Corpus, django_capture_on_commit_callbacks
+    small_corpus: Corpus, django_capture_on_commit_callbacks, configure
 ) -> None:
+    configure(SUPERSEDED_GRACE_SECONDS=0.001)
     for extra in range(4):
+        time.sleep(0.002)
         with django_capture_on_commit_callbacks(execute=True):
             ingest_parsed(small_corpus, parsed([*SMALL_FAQ, (f"Extra question {extra}?", "x")]), encoder_key="minilm")
     builds = IndexBuild.objects.filter(corpus=small_corpus)
