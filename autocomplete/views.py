@@ -12,6 +12,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_safe
 from django_htmx.middleware import HtmxDetails
 
@@ -20,8 +21,10 @@ from .api_keys import AccessError, require_access
 from .catalog import CorpusEntry
 from .conf import app_settings
 from .encoder_registry import encoder_registry
+from .events import EventError, parse_event, record_event
 from .forms import SuggestForm
 from .links import link_url
+from .rate_limit import seconds_until_allowed
 from .search import SearchError, SuggestResult, corpus_list, resolve_corpus, suggestions_for
 
 OPENAPI_DESCRIPTION = Path(__file__).with_name("openapi.json")
@@ -150,6 +153,26 @@ def api_suggest(request: HttpRequest) -> JsonResponse:
             "took_ms": result.took_ms,
         }
     )
+
+
+# sendBeacon cannot send a CSRF token; events.py checks every field instead, and an event grants nothing.
+@csrf_exempt
+def api_events(request: HttpRequest) -> JsonResponse:
+    """POST /api/events: one settled query (and its choice) from the box or an API client (see README)."""
+    if request.method != "POST":
+        response = InertJsonResponse({"error": "Method not allowed: POST one event as JSON."}, status=405)
+        response["Allow"] = "POST"
+        return response
+    if not app_settings().events:
+        return InertJsonResponse({"error": "Search events are not recorded here (AUTOCOMPLETE_EVENTS=0)."}, status=404)
+    retry_after = seconds_until_allowed(request)
+    if retry_after:
+        return api_rate_limited(retry_after)
+    try:
+        event = record_event(parse_event(request.body, authorization=request.META.get("HTTP_AUTHORIZATION", "")))
+    except (EventError, AccessError, SearchError) as exc:
+        return InertJsonResponse({"error": str(exc)}, status=exc.status)
+    return InertJsonResponse({"id": event.pk}, status=201)
 
 
 def api_rate_limited(retry_after: int) -> JsonResponse:

@@ -16,9 +16,9 @@ from django.test import Client
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.definitions import OPENAPI_31_VALIDATOR
 
-from autocomplete import search
+from autocomplete import events, search
 from autocomplete.conf import app_settings
-from autocomplete.models import Corpus, QAPair
+from autocomplete.models import Corpus, QAPair, SearchEvent
 from autocomplete.views import OPENAPI_DESCRIPTION
 
 pytestmark = pytest.mark.django_db
@@ -124,3 +124,16 @@ def test_the_405_body_is_the_described_error(client: Client, small_corpus: Corpu
     assert response.status_code == 405 and response["Allow"] == described["headers"]["Allow"]["schema"]["const"]
     error_schema = {**_description()["components"]["schemas"]["Error"]}
     assert jsonschema_rs.validator_for(error_schema).is_valid(response.json())
+
+
+def test_the_event_described_is_the_event_checked() -> None:
+    described = _description()["components"]["schemas"]["SearchEvent"]
+    assert set(described["properties"]) == events.FIELDS
+    assert tuple(described["required"]) == events.REQUIRED
+    assert described["properties"]["trigger"]["enum"] == SearchEvent.Trigger.values
+    assert described["properties"]["query"]["maxLength"] == app_settings().max_query_length
+    assert described["properties"]["shown_ids"]["maxItems"] == app_settings().max_k
+    assert (
+        f"{events.MAX_EVENT_BYTES:,} bytes"
+        in _description()["paths"]["/api/events"]["post"]["responses"]["400"]["description"]
+    )
