@@ -256,8 +256,9 @@ class IngestJobAdmin(admin.ModelAdmin[IngestJob]):
 
 @admin.register(QAPair)
 class QAPairAdmin(admin.ModelAdmin[QAPair]):
-    list_display = ["question", "corpus", "external_id", "updated_at"]
-    list_filter = ["corpus"]
+    list_display = ["question", "corpus", "external_id", "is_featured", "updated_at"]
+    list_filter = ["corpus", "is_featured"]
+    list_editable = ["is_featured"]
     search_fields = ["question", "answer", "external_id"]
     readonly_fields = ["created_at", "updated_at"]
     # Django's URL field takes ftp and shows any url it accepts as a link: here only http(s) does either.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from .encoder_registry import encoder_registry
 from .events import EventError, parse_event, record_event
 from .forms import SuggestForm
 from .links import link_url
+from .popular import popular_suggestions
 from .rate_limit import seconds_until_allowed
 from .search import SearchError, SuggestResult, corpus_list, resolve_corpus, suggestions_for
 
@@ -72,6 +74,8 @@ def _page_context(form: SuggestForm) -> dict[str, Any]:
         "encoders": _encoder_choices(entry) if entry else [],
         "selected_encoder": data.get("encoder") or "",
         "max_query_length": app_settings().max_query_length,
+        "events": app_settings().events,
+        "settle_ms": round(app_settings().settle_seconds * 1000),
     }
 
 
@@ -111,9 +115,15 @@ def suggest_partial(request: HtmxHttpRequest) -> HttpResponse:
         context["error"] = form.error_message()
     else:
         try:
-            context["result"] = _suggest(form)
+            result = _suggest(form)
         except SearchError as exc:
             context["error"] = str(exc)
+        else:
+            if not result.query.strip():
+                # The empty box (focused or cleared) offers what visitors chose most, or featured pairs.
+                k = form.cleaned_data["k"]
+                result = dataclasses.replace(result, suggestions=popular_suggestions(result.corpus.id, k=k))
+            context["result"] = result
     # 200 even for an error: htmx swaps only successful responses, and the message belongs in the list.
     return render(request, "autocomplete/_suggestions.html", context)
 
