@@ -188,9 +188,10 @@ def record_event(event: Event) -> SearchEvent:
         settled = _settled_without_choice(event)
         if settled is not None:
             settled.shown_ids = event.shown_ids
+            settled.shown_count = len(event.shown_ids)
             settled.chosen_pair_id = event.chosen_id
             settled.chosen_position = event.chosen_position
-            settled.save(update_fields=["shown_ids", "chosen_pair", "chosen_position"])
+            settled.save(update_fields=["shown_ids", "shown_count", "chosen_pair", "chosen_position"])
             return settled
     return SearchEvent.objects.create(
         corpus_id=event.corpus.id,
@@ -198,6 +199,7 @@ def record_event(event: Event) -> SearchEvent:
         page_view=event.page_view,
         query=event.query,
         shown_ids=event.shown_ids,
+        shown_count=len(event.shown_ids),
         chosen_pair_id=event.chosen_id,
         chosen_position=event.chosen_position,
         trigger=event.trigger,

@@ -246,6 +246,8 @@ class SearchEvent(models.Model):
     page_view = models.CharField(max_length=64, db_index=True)
     query = models.CharField(max_length=500, blank=True, help_text="The settled text, whitespace collapsed.")
     shown_ids = models.JSONField(default=list, help_text="Ids of the QA pairs shown, best first.")
+    # len(shown_ids), kept as a column so "no suggestion" is an indexed comparison, not a JSON one.
+    shown_count = models.PositiveSmallIntegerField(default=0)
     # No database constraint and no SET_NULL: a pair deleted later (a replace upload) must not turn
     # its past choices into "no choice", which would corrupt the choice rate.
     chosen_pair = models.ForeignKey(
