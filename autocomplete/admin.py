@@ -14,14 +14,15 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpRespons
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html
 from django.utils.http import urlencode
 from django.views.decorators.http import require_POST
 
-from . import api_keys, gaps, health, jobs, reachability
+from . import analytics, api_keys, gaps, health, jobs, reachability
 from .conf import app_settings
 from .encoder_registry import encoder_registry
 from .exporting import corpus_csv_rows
-from .forms import GapImportForm, ReindexForm, UploadForm
+from .forms import AnalyticsRangeForm, GapImportForm, ReindexForm, UploadForm
 from .links import HttpURLValidator
 from .models import ApiKey, ContentGap, Corpus, IndexBuild, IngestJob, QAPair, ReachabilityAudit
 from .parsing import ParseError
@@ -59,6 +60,7 @@ class CorpusAdmin(admin.ModelAdmin[Corpus]):
         "pair_count",
         "live_indexes",
         "index_health",
+        "analytics_link",
         "updated_at",
     ]
     list_filter = ["is_private"]
@@ -82,9 +84,14 @@ class CorpusAdmin(admin.ModelAdmin[Corpus]):
         problems = health.corpus_index_problems(corpus)
         return "; ".join(f"{encoder}: needs re-index ({problem})" for encoder, problem in problems.items()) or "ok"
 
+    @admin.display(description="Analytics")
+    def analytics_link(self, corpus: Corpus) -> str:
+        return format_html('<a href="{}">Reports</a>', reverse("admin:autocomplete_corpus_analytics", args=[corpus.pk]))
+
     def get_urls(self) -> list[URLPattern]:
         view = self.admin_site.admin_view
         return [
+            path("<int:corpus_id>/analytics/", view(self.analytics_view), name="autocomplete_corpus_analytics"),
             path("upload/", view(self.upload_view), name="autocomplete_corpus_upload"),
             path("upload/<int:job_id>/preview/", view(self.preview_view), name="autocomplete_corpus_preview"),
             path("<int:corpus_id>/gaps/", view(self.gaps_view), name="autocomplete_corpus_gaps"),
@@ -112,6 +119,35 @@ class CorpusAdmin(admin.ModelAdmin[Corpus]):
 
     def _context(self, request: HttpRequest, title: str, **extra: Any) -> dict[str, Any]:
         return {**self.admin_site.each_context(request), "opts": self.model._meta, "title": title, **extra}
+
+    def analytics_view(self, request: HttpRequest, corpus_id: int) -> HttpResponseBase:
+        """What visitors settled on, found and chose in a date range; ?report=KEY&format=csv downloads one report."""
+        corpus = get_object_or_404(Corpus, pk=corpus_id)
+        if not self.has_view_permission(request, corpus):
+            raise PermissionDenied
+        form = AnalyticsRangeForm(request.GET)
+        start, end = form.date_range()
+        report = analytics.REPORTS.get(request.GET.get("report", ""))
+        if report is not None and request.GET.get("format") == "csv":
+            table = report(corpus, start, end, limit=analytics.CSV_ROWS)
+            response = StreamingHttpResponse(analytics.table_csv_rows(table), content_type="text/csv; charset=utf-8")
+            response["Content-Disposition"] = f'attachment; filename="{corpus.slug}-{table.key}-{start}-{end}.csv"'
+            return response
+        tables = analytics_tables(request, analytics.all_tables(corpus, start, end))
+        overview = analytics.summary(corpus, start, end)
+        context = self._context(
+            request,
+            f"Search analytics: {corpus.name}",
+            corpus=corpus,
+            form=form,
+            start=start,
+            end=end,
+            summary=overview,
+            daily_chart=analytics.daily_chart(overview.days),
+            position_chart=analytics.bars_svg(overview.positions, title="Chosen positions"),
+            tables=tables,
+        )
+        return TemplateResponse(request, "admin/autocomplete/corpus/analytics.html", context)
 
     def upload_view(self, request: HttpRequest) -> HttpResponse:
         """Upload form; a valid upload is parsed and planned, then shown as a preview."""
@@ -277,6 +313,36 @@ def _ranks_text(audit: ReachabilityAudit, finding: dict[str, Any]) -> list[str]:
     ]
 
 
+def analytics_tables(request: HttpRequest, tables: list[analytics.Table]) -> list[dict[str, Any]]:
+    """Each report with its chart, its CSV link and its column headers as sort links (?sort=KEY:COLUMN&order=)."""
+    sort_key, _, sort_column = request.GET.get("sort", "").partition(":")
+    descending = request.GET.get("order") == "desc"
+    shown = []
+    for table in tables:
+        if table.key == sort_key:
+            table = analytics.sorted_table(table, sort_column, descending=descending)
+        headers = []
+        for column in table.columns:
+            current = table.key == sort_key and column == sort_column
+            order = "asc" if current and descending else "desc"
+            query = request.GET.copy()
+            query["sort"], query["order"] = f"{table.key}:{column}", order
+            query.pop("format", None)
+            aria = ("descending" if descending else "ascending") if current else "none"
+            headers.append({"label": column, "url": "?" + query.urlencode(), "aria_sort": aria})
+        csv_query = request.GET.copy()
+        csv_query["report"], csv_query["format"] = table.key, "csv"
+        shown.append(
+            {
+                "table": table,
+                "headers": headers,
+                "chart": analytics.bar_chart(table),
+                "csv_url": "?" + csv_query.urlencode(),
+            }
+        )
+    return shown
+
+
 @admin.register(IngestJob)
 class IngestJobAdmin(admin.ModelAdmin[IngestJob]):
     """Job history (filter by corpus), each job's live page, cancel and run again."""
@@ -358,8 +424,9 @@ class IngestJobAdmin(admin.ModelAdmin[IngestJob]):
 
 @admin.register(QAPair)
 class QAPairAdmin(admin.ModelAdmin[QAPair]):
-    list_display = ["question", "corpus", "external_id", "updated_at"]
-    list_filter = ["corpus"]
+    list_display = ["question", "corpus", "external_id", "is_featured", "updated_at"]
+    list_filter = ["corpus", "is_featured"]
+    list_editable = ["is_featured"]
     search_fields = ["question", "answer", "external_id"]
     readonly_fields = ["created_at", "updated_at"]
     formfield_overrides = HTTP_URL_FIELDS

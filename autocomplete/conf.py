@@ -114,6 +114,18 @@ class AutocompleteSettings:
     api_key_cache_seconds: float = 10.0
     # Origins (scheme://host[:port]) whose pages may call /api/suggest from a browser; none: no CORS.
     cors_allowed_origins: tuple[str, ...] = ()
+    # Record what visitors settle on in the search box (autocomplete/events.py); off: the box sends nothing.
+    events: bool = True
+    # A typed text counts as settled once the typist pauses this long (or submits, or chooses).
+    settle_seconds: float = 1.5
+    # Events one page view may record: a person settles on a few queries, a script on hundreds.
+    events_per_page_view: int = 60
+    # Events older than this are deleted, daily by a background task and by `manage.py purge_events`.
+    event_retention_days: int = 90
+    # The empty box offers the questions most chosen over this many days (else the featured ones).
+    popular_days: int = 30
+    # How long a server keeps a corpus's popular questions before counting them again.
+    popular_cache_seconds: float = 600.0
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> AutocompleteSettings:
@@ -157,6 +169,11 @@ def _check_access_settings(parsed: AutocompleteSettings) -> AutocompleteSettings
         raise ImproperlyConfigured(
             "RATE_LIMIT_PER_SECOND must be above 0 and RATE_LIMIT_BURST at least 1; "
             "to turn the limit off, set AUTOCOMPLETE_RATE_LIMIT=0."
+        )
+    if parsed.settle_seconds <= 0 or parsed.events_per_page_view < 1 or parsed.event_retention_days < 1:
+        raise ImproperlyConfigured(
+            "SETTLE_SECONDS must be above 0, and EVENTS_PER_PAGE_VIEW and EVENT_RETENTION_DAYS at least 1; "
+            "to record no events, set AUTOCOMPLETE_EVENTS=0."
         )
     for origin in parsed.cors_allowed_origins:
         if not _ORIGIN.fullmatch(origin):

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 
 from .models import Corpus, QAPair
 
-EXPORT_COLUMNS = ("id", "question", "answer", "url", "tags")
+EXPORT_COLUMNS = ("id", "question", "answer", "url", "tags", "featured")
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 _ESCAPED_STARTS = (*_FORMULA_STARTS, "'")
 
@@ -41,11 +41,11 @@ def corpus_csv_rows(corpus: Corpus) -> Iterator[str]:
     """The corpus as CSV lines (header first), streamed so large corpora need little memory."""
     writer = csv.writer(_Echo())
     yield writer.writerow(EXPORT_COLUMNS)
-    pairs: Iterable[tuple[str, str, str, str, str]] = (
+    pairs: Iterable[tuple[str, str, str, str, str, bool]] = (
         QAPair.objects.filter(corpus=corpus)
         .order_by("id")
-        .values_list("external_id", "question", "answer", "url", "tags")
+        .values_list("external_id", "question", "answer", "url", "tags", "is_featured")
         .iterator(chunk_size=2000)
     )
-    for row in pairs:
-        yield writer.writerow([neutralise_cell(str(value)) for value in row])
+    for *texts, featured in pairs:
+        yield writer.writerow([*(neutralise_cell(str(value)) for value in texts), "1" if featured else ""])

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime
 from typing import Any, cast
 
 from django import forms
+from django.utils import timezone
 
 from .conf import app_settings
 from .encoder_registry import unavailable_reason
@@ -131,3 +133,28 @@ class GapImportForm(forms.Form):
         if data.get("start") and data.get("end") and data["start"] > data["end"]:
             raise forms.ValidationError("The range starts after it ends: swap the dates.")
         return data
+
+
+class AnalyticsRangeForm(forms.Form):
+    """The days an analytics page covers, both included; the last 30 days when none are given."""
+
+    DEFAULT_DAYS = 30
+
+    start = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    end = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        today = timezone.localdate()
+        data["end"] = data.get("end") or today
+        data["start"] = data.get("start") or data["end"] - datetime.timedelta(days=self.DEFAULT_DAYS - 1)
+        if data["start"] > data["end"]:
+            raise forms.ValidationError("The start date is after the end date: swap them.")
+        return data
+
+    def date_range(self) -> tuple[datetime.date, datetime.date]:
+        """The valid range, or the default one beside the form's errors."""
+        if self.is_valid():
+            return self.cleaned_data["start"], self.cleaned_data["end"]
+        today = timezone.localdate()
+        return today - datetime.timedelta(days=self.DEFAULT_DAYS - 1), today

@@ -167,6 +167,7 @@ def ingest_parsed(
         # lock. Questions that plan adds beyond the first are embedded by the build.
         plan = plan_ingest(corpus, parsed, mode=mode)
         _apply(corpus, plan)
+        _apply_featured(corpus, parsed)
         for position, (encoder, vectors) in enumerate(zip(encoders, embedded, strict=True)):
             live = IndexBuild.objects.filter(corpus=corpus, encoder=encoder.spec.key, is_live=True)
             if plan.changes_pairs or not live.exists():
@@ -243,6 +244,15 @@ def _encoder(corpus: Corpus, encoder_key: str | None) -> Encoder:
     if encoder_key:
         return encoder_for_indexing(encoder_key, allow_fallback=False)
     return encoder_for_indexing(corpus.default_encoder, allow_fallback=True)
+
+
+def _apply_featured(corpus: Corpus, parsed: ParsedFile) -> None:
+    """Set `is_featured` from a file with a featured column; no index changes, so it is not in the plan."""
+    for featured in (True, False):
+        questions = [row.normalised_question for row in parsed.rows if row.featured is featured]
+        for start in range(0, len(questions), 500):
+            batch = questions[start : start + 500]
+            QAPair.objects.filter(corpus=corpus, normalised_question__in=batch).update(is_featured=featured)
 
 
 def _apply(corpus: Corpus, plan: Plan) -> None:

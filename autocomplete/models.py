@@ -9,6 +9,7 @@ from typing import Any
 
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from .links import HttpURLValidator
 
@@ -100,6 +101,11 @@ class QAPair(models.Model):
     answer = models.TextField()
     url = models.URLField(max_length=2000, blank=True)
     tags = models.CharField(max_length=500, blank=True, help_text="Separated by |")
+    is_featured = models.BooleanField(
+        "featured",
+        default=False,
+        help_text="Offered when the search box is focused empty, until visitors' choices say what is popular.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -301,3 +307,40 @@ class ReachabilityAudit(models.Model):
 
     def __str__(self) -> str:
         return f"{self.corpus.slug}/{self.encoder} reachability"
+
+
+class SearchEvent(models.Model):
+    """One settled query in the search box (and the suggestion chosen for it, if any), without personal data.
+
+    No address, user agent, cookie or account is kept: `page_view` is a random id the page makes for
+    itself, so a query can be tied to its choice and nothing to a person.
+    """
+
+    class Trigger(models.TextChoices):
+        PAUSE = "pause", "Pause"
+        SUBMIT = "submit", "Submit"
+        CHOICE = "choice", "Choice"
+        LEAVE = "leave", "Leave"
+
+    corpus = models.ForeignKey(Corpus, on_delete=models.CASCADE, related_name="search_events")
+    encoder = models.CharField(max_length=50)
+    page_view = models.CharField(max_length=64, db_index=True)
+    query = models.CharField(max_length=500, blank=True, help_text="The settled text, whitespace collapsed.")
+    shown_ids = models.JSONField(default=list, help_text="Ids of the QA pairs shown, best first.")
+    # len(shown_ids), kept as a column so "no suggestion" is an indexed comparison, not a JSON one.
+    shown_count = models.PositiveSmallIntegerField(default=0)
+    # No database constraint and no SET_NULL: a pair deleted later (a replace upload) must not turn
+    # its past choices into "no choice", which would corrupt the choice rate.
+    chosen_pair = models.ForeignKey(
+        QAPair, on_delete=models.DO_NOTHING, db_constraint=False, null=True, blank=True, related_name="+"
+    )
+    chosen_position = models.PositiveSmallIntegerField(null=True, blank=True, help_text="1 for the first shown.")
+    trigger = models.CharField(max_length=10, choices=Trigger.choices)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["corpus", "created_at"], name="search_event_corpus_time")]
+
+    def __str__(self) -> str:
+        return f"{self.corpus_id} {self.trigger}: {self.query[:60]}"

@@ -30,7 +30,10 @@ FIELD_ALIASES: dict[str, tuple[str, ...]] = {
     "external_id": ("id", "external_id", "key"),
     "url": ("url", "link", "href"),
     "tags": ("tags", "tag", "labels", "categories"),
+    "featured": ("featured", "is_featured"),
 }
+# A featured cell that says yes; any other value says no. A file without the column changes nothing.
+_YES = frozenset({"1", "true", "yes", "y", "x"})
 FORMATS = ("csv", "tsv", "json", "jsonl")
 _EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 _DELIMITERS = (",", ";", "\t", "|")
@@ -48,6 +51,8 @@ class Row:
     external_id: str = ""
     url: str = ""
     tags: str = ""
+    # None: the file does not say, so the pair keeps what the admin set.
+    featured: bool | None = None
 
     @functools.cached_property
     def normalised_question(self) -> str:
@@ -340,6 +345,7 @@ def _collect_rows(parsed: ParsedFile, records: Iterator[Record], limits: Limits)
             external_id=text_of(_field(record, parsed.columns, "external_id"))[:200],
             url=text_of(_field(record, parsed.columns, "url")),
             tags=text_of(_field(record, parsed.columns, "tags"))[:500],
+            featured=_featured(_field(record, parsed.columns, "featured")),
         )
         problem = _row_problem(row, limits)
         if problem:
@@ -357,6 +363,12 @@ def _collect_rows(parsed: ParsedFile, records: Iterator[Record], limits: Limits)
         if row.external_id:
             seen_ids[row.external_id] = line
         parsed.rows.append(row)
+
+
+def _featured(value: Any) -> bool | None:
+    if value is None:
+        return None
+    return value is True or _as_text(value).strip().lower() in _YES
 
 
 def _spreadsheet_text(value: Any) -> str:

@@ -10,6 +10,7 @@ urlpatterns = [
     path("", views.search_page, name="search"),
     path("suggest", views.suggest_partial, name="suggest"),
     path("api/suggest", views.api_suggest, name="api-suggest"),
+    path("api/events", views.api_events, name="api-events"),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
     path("api/openapi.json", views.api_description, name="api-description"),

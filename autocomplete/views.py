@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from functools import cache
 from pathlib import Path
@@ -14,6 +15,7 @@ from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_safe
 
 from embeddings.highlight import match_spans
@@ -25,8 +27,10 @@ from .catalog import CorpusEntry
 from .conf import app_settings
 from .cors import is_preflight, preflight_response, with_cors_headers
 from .encoder_registry import encoder_registry
+from .events import EventError, parse_event, record_event
 from .forms import SuggestForm
 from .links import link_url
+from .popular import popular_suggestions
 from .rate_limit import seconds_until_allowed
 from .search import SearchError, SuggestResult, corpus_list, resolve_corpus, suggestions_for
 
@@ -69,6 +73,8 @@ def _page_context(form: SuggestForm) -> dict[str, Any]:
         "encoders": _encoder_choices(entry) if entry else [],
         "selected_encoder": data.get("encoder") or "",
         "max_query_length": app_settings().max_query_length,
+        "events": app_settings().events,
+        "settle_ms": round(app_settings().settle_seconds * 1000),
     }
 
 
@@ -113,9 +119,15 @@ def suggest_partial(request: HttpRequest) -> HttpResponse:
         context["error"] = form.error_message()
     else:
         try:
-            context["result"] = _suggest(form)
+            result = _suggest(form)
         except SearchError as exc:
             context["error"] = str(exc)
+        else:
+            if not result.query.strip():
+                # The empty box (focused or cleared) offers what visitors chose most, or featured pairs.
+                k = form.cleaned_data["k"]
+                result = dataclasses.replace(result, suggestions=popular_suggestions(result.corpus.id, k=k))
+            context["result"] = result
     # 200 even for an error: htmx swaps only successful responses, and the message belongs in the list.
     return render(request, "autocomplete/_suggestions.html", context)
 
@@ -172,6 +184,26 @@ def _api_answer(request: HttpRequest) -> JsonResponse:
             "took_ms": result.took_ms,
         }
     )
+
+
+# sendBeacon cannot send a CSRF token; events.py checks every field instead, and an event grants nothing.
+@csrf_exempt
+def api_events(request: HttpRequest) -> JsonResponse:
+    """POST /api/events: one settled query (and its choice) from the box or an API client (see README)."""
+    if request.method != "POST":
+        response = InertJsonResponse({"error": "Method not allowed: POST one event as JSON."}, status=405)
+        response["Allow"] = "POST"
+        return response
+    if not app_settings().events:
+        return InertJsonResponse({"error": "Search events are not recorded here (AUTOCOMPLETE_EVENTS=0)."}, status=404)
+    retry_after = seconds_until_allowed(request)
+    if retry_after:
+        return api_rate_limited(retry_after)
+    try:
+        event = record_event(parse_event(request.body, authorization=request.META.get("HTTP_AUTHORIZATION", "")))
+    except (EventError, AccessError, SearchError) as exc:
+        return InertJsonResponse({"error": str(exc)}, status=exc.status)
+    return InertJsonResponse({"id": event.pk}, status=201)
 
 
 def api_rate_limited(retry_after: int) -> JsonResponse:

@@ -25,6 +25,7 @@ from autocomplete.encoder_registry import encoder_registry
 from autocomplete.ingest import ingest_parsed
 from autocomplete.models import Corpus
 from autocomplete.parsing import parse_qa_file
+from autocomplete.popular import forget_popular
 from embeddings.encoders import Encoder
 from embeddings.onnx_export import export_onnx
 from embeddings.onnx_session import OnnxEncoderSession
@@ -66,8 +67,10 @@ def _isolated_indexes(configure: Callable[..., None], tmp_path: Path) -> Iterato
     """Each test writes index files to its own directory and starts with cold caches."""
     configure(INDEX_DIR=tmp_path / "indexes")
     search.forget_loaded()
+    forget_popular()
     yield
     search.forget_loaded()
+    forget_popular()
 
 
 def faq_csv(pairs: list[tuple[str, str]] = SMALL_FAQ) -> bytes:

@@ -302,7 +302,7 @@ def test_export_neutralises_formulas(admin_client: Client, db: None, minilm) -> 
     assert response["Content-Type"].startswith("text/csv")
     assert response["Content-Disposition"] == 'attachment; filename="x.csv"'
     rows = list(csv.reader(io.StringIO(b"".join(response).decode())))
-    assert rows[0] == ["id", "question", "answer", "url", "tags"]
+    assert rows[0] == ["id", "question", "answer", "url", "tags", "featured"]
     assert [row[2] for row in rows[1:]] == ["'=1+1", "'+SUM(A1)", "'-2", "'@cmd", "'\tTab", "'\rCR", "Plain"]
     assert rows[1][1] == "'=1+1 question 0?"
     assert neutralise_cell("a=b") == "a=b"
@@ -384,6 +384,7 @@ def test_an_exported_corpus_imports_back_unchanged(admin_client: Client, db: Non
     # be saved another way; they survive the round trip too.
     for n, answer in enumerate(["\tTab start", "\rCR start", "\r\nCRLF start", "=\tmixed"]):
         QAPair.objects.create(corpus=corpus, question=f"Whitespace {n}?", answer=answer, url="https://x.example/=1")
+    QAPair.objects.filter(corpus=corpus, question="Whitespace 1?").update(is_featured=True)
     response = admin_client.post(
         "/admin/autocomplete/corpus/", {"action": "export_csv_action", "_selected_action": [corpus.pk]}
     )
@@ -395,6 +396,12 @@ def test_an_exported_corpus_imports_back_unchanged(admin_client: Client, db: Non
     assert (len(plan.to_add), len(plan.to_update), len(plan.to_remove)) == (0, 0, 0)
     report = ingest_parsed(corpus, parsed, mode="replace")
     assert (report.added, report.updated, report.removed, report.unchanged) == (0, 0, 0, len(TRICKY) + 4)
+    # The featured mark travels with the file, and a file that gives it sets it back.
+    featured = QAPair.objects.filter(corpus=corpus, is_featured=True)
+    assert list(featured.values_list("question", flat=True)) == ["Whitespace 1?"]
+    QAPair.objects.filter(corpus=corpus).update(is_featured=False)
+    ingest_parsed(corpus, parse_qa_file(exported, filename="tricky.csv"), mode="merge")
+    assert list(featured.values_list("question", flat=True)) == ["Whitespace 1?"]
 
 
 # A process that receives an upload over FILE_UPLOAD_MAX_MEMORY_SIZE through Django's own parser and

@@ -16,9 +16,9 @@ from django.test import Client
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.definitions import OPENAPI_31_VALIDATOR
 
-from autocomplete import search
+from autocomplete import events, search
 from autocomplete.conf import app_settings
-from autocomplete.models import Corpus, QAPair
+from autocomplete.models import Corpus, QAPair, SearchEvent
 from autocomplete.views import OPENAPI_DESCRIPTION
 
 pytestmark = pytest.mark.django_db
@@ -135,3 +135,16 @@ def test_highlight_offsets_match_the_description(described_app: Any, client: Cli
     assert [first["question"][start:end] for start, end in first["highlight"]] == ["reset", "my", "pass"]
     # The items' shape is checked, not only present: a bare offset would not pass.
     assert not body_schema.is_valid({**body, "suggestions": [{**first, "highlight": [0, 5]}]})
+
+
+def test_the_event_described_is_the_event_checked() -> None:
+    described = _description()["components"]["schemas"]["SearchEvent"]
+    assert set(described["properties"]) == events.FIELDS
+    assert tuple(described["required"]) == events.REQUIRED
+    assert described["properties"]["trigger"]["enum"] == SearchEvent.Trigger.values
+    assert described["properties"]["query"]["maxLength"] == app_settings().max_query_length
+    assert described["properties"]["shown_ids"]["maxItems"] == app_settings().max_k
+    assert (
+        f"{events.MAX_EVENT_BYTES:,} bytes"
+        in _description()["paths"]["/api/events"]["post"]["responses"]["400"]["description"]
+    )

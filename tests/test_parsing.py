@@ -258,3 +258,14 @@ def test_restore_cell_undoes_neutralise_cell_exactly(value: str) -> None:
 def test_an_apostrophe_no_export_would_add_is_kept() -> None:
     parsed = parse("question,answer\n'90s music?,'Tis the season\n'=1+1?,'-5\n")
     assert [(r.question, r.answer) for r in parsed.rows] == [("'90s music?", "'Tis the season"), ("=1+1?", "-5")]
+
+
+def test_a_featured_column_says_yes_or_no_and_its_absence_says_nothing() -> None:
+    records = [
+        {"question": "A?", "answer": "a", "featured": True},
+        {"question": "B?", "answer": "b", "featured": "Yes"},
+        {"question": "C?", "answer": "c", "featured": "0"},
+        {"question": "D?", "answer": "d"},
+    ]
+    parsed = parse_qa_file(json.dumps(records).encode(), filename="f.json")
+    assert [row.featured for row in parsed.rows] == [True, True, False, None]

@@ -39,6 +39,8 @@ def autocomplete_box(
         "assets": assets,
         "query": "",
         "max_query_length": app_settings().max_query_length,
+        "events": app_settings().events,
+        "settle_ms": round(app_settings().settle_seconds * 1000),
     }
     try:
         entry = resolve_corpus(corpus or None, public_only=True)

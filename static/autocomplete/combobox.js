@@ -1,8 +1,83 @@
 // Keyboard and ARIA behaviour of the search box (WAI-ARIA combobox with a listbox popup).
 // HTMX fetches the listbox; this script only moves the active option, chooses and closes (and
-// submits the form when another collection is chosen).
+// submits the form when another collection is chosen). It also reports settled queries (not
+// keystrokes) and choices to /api/events, with a random id per page view and nothing personal.
 (function () {
   "use strict";
+
+  function normalise(text) {
+    return text.replace(/\s+/g, " ").trim();
+  }
+
+  function randomId() {
+    var bytes = new Uint8Array(16);
+    window.crypto.getRandomValues(bytes);
+    return Array.prototype.map.call(bytes, function (b) { return (b + 256).toString(16).slice(1); }).join("");
+  }
+
+  // Settled queries: the text left after a pause of data-settle-ms, a submit, a choice or leaving
+  // the page; each is sent once, so an event never stands for a keystroke.
+  function eventRecorder(input, form) {
+    var url = form && form.getAttribute("data-events-url");
+    if (!url) return { listShown: function () {}, typed: function () {}, chose: function () {} };
+    var settleMs = parseInt(form.getAttribute("data-settle-ms"), 10) || 1500;
+    var pageView = randomId();
+    var corpus = form.querySelector('[name="corpus"]');
+    var shown = { query: null, ids: [], encoder: "" };
+    var lastSent = null;
+    var timer = null;
+
+    function send(body) {
+      body.corpus = corpus ? corpus.value : "";
+      body.page_view = pageView;
+      if (shown.encoder) body.encoder = shown.encoder;
+      var data = JSON.stringify(body);
+      // sendBeacon outlives the page, so the text left when the visitor goes is not lost.
+      if (navigator.sendBeacon && navigator.sendBeacon(url, new Blob([data], { type: "application/json" }))) return;
+      fetch(url, { method: "POST", body: data, keepalive: true, headers: { "Content-Type": "application/json" } });
+    }
+
+    function settle(trigger) {
+      window.clearTimeout(timer);
+      timer = null;
+      var query = normalise(input.value);
+      if (!query || query === lastSent) return;
+      lastSent = query;
+      var ids = shown.query !== null && normalise(shown.query) === query ? shown.ids : [];
+      send({ query: query, shown_ids: ids, trigger: trigger });
+    }
+
+    function typed() {
+      window.clearTimeout(timer);
+      timer = normalise(input.value) ? window.setTimeout(function () { settle("pause"); }, settleMs) : null;
+    }
+
+    if (form) form.addEventListener("submit", function () { settle("submit"); });
+    window.addEventListener("pagehide", function () { settle("leave"); });
+    document.addEventListener("visibilitychange", function () {
+      if (document.visibilityState === "hidden") settle("leave");
+    });
+
+    return {
+      // The list now shown, and what it was for; the pause is counted from when it appears.
+      listShown: function (list, options) {
+        shown.query = list ? list.getAttribute("data-query") : null;
+        shown.encoder = list ? list.getAttribute("data-encoder") || "" : "";
+        shown.ids = options.map(function (option) { return parseInt(option.getAttribute("data-id"), 10); });
+        if (timer !== null) typed();
+      },
+      typed: typed,
+      chose: function (option, options) {
+        window.clearTimeout(timer);
+        timer = null;
+        var query = normalise(shown.query || "");
+        var id = parseInt(option.getAttribute("data-id"), 10);
+        send({ query: query, shown_ids: shown.ids, chosen_id: id, chosen_position: options.indexOf(option) + 1, trigger: "choice" });
+        // The chosen question now fills the box: it is an answer, not a query to record.
+        lastSent = normalise(input.value);
+      },
+    };
+  }
 
   function init() {
     var input = document.getElementById("q");
@@ -11,6 +86,7 @@
     var status = document.getElementById("suggestion-status");
     var answer = document.getElementById("answer");
     var active = -1;
+    var recorder = eventRecorder(input, document.getElementById("search-form"));
 
     function options() {
       return Array.prototype.slice.call(popup.querySelectorAll('[role="option"]'));
@@ -45,7 +121,9 @@
       var question = option.querySelector(".question").textContent;
       var source = option.querySelector("template.answer-source");
       var url = option.querySelector(".answer-url");
+      var list = options();
       input.value = question;
+      recorder.chose(option, list);
       close();
       if (!answer) return;
       document.getElementById("answer-question").textContent = question;
@@ -80,11 +158,14 @@
     document.body.addEventListener("htmx:afterSwap", function (event) {
       if (event.detail.target !== popup) return;
       var count = options().length;
+      var list = popup.querySelector('[role="listbox"]');
+      var popular = list !== null && list.hasAttribute("data-zero-state");
       setActive(-1);
       setExpanded(count > 0 || popup.textContent.trim() !== "");
+      recorder.listShown(list, options());
       if (status) {
         status.textContent = count === 0 ? "" :
-          count + (count === 1 ? " suggestion" : " suggestions") + " available.";
+          count + (popular ? " popular question" : " suggestion") + (count === 1 ? "" : "s") + " available.";
       }
     });
 
@@ -125,8 +206,32 @@
       }
     });
 
+    // Focusing or clearing the box asks for the popular questions (the "zero-state" trigger of
+    // hx-trigger): htmx's "changed" sees no change in a box that was empty when the page loaded.
+    function askPopular() {
+      if (input.value === "") input.dispatchEvent(new Event("zero-state"));
+    }
+
+    input.addEventListener("input", function () {
+      recorder.typed();
+      askPopular();
+      // The popular questions answer no typed text: they go at the first keystroke, not when the
+      // suggestions for it arrive.
+      if (input.value !== "" && popup.querySelector("[data-zero-state]")) {
+        popup.replaceChildren();
+        close();
+      }
+    });
+
+    var closing = null;
+    input.addEventListener("focus", function () {
+      // Back before the blur's close: the list opened now must stay open.
+      window.clearTimeout(closing);
+      askPopular();
+    });
+
     input.addEventListener("blur", function () {
-      window.setTimeout(close, 150);
+      closing = window.setTimeout(close, 150);
     });
 
     setExpanded(false);
