@@ -208,6 +208,8 @@ class CorpusAdmin(admin.ModelAdmin[Corpus]):
     def gaps_view(self, request: HttpRequest, corpus_id: int) -> HttpResponse:
         """The content gaps of one corpus, largest group first; a CSV of queries queues a new grouping."""
         corpus = self._analysed_corpus(request, corpus_id)
+        if request.method == "POST" and "from_events" in request.POST:
+            return self._group_searched_gaps(request, corpus)
         form = GapImportForm(request.POST or None, request.FILES or None)
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
@@ -243,8 +245,21 @@ class CorpusAdmin(admin.ModelAdmin[Corpus]):
             report=chosen,
             groups=groups,
             can_change=self.has_change_permission(request, corpus),
+            range_form=AnalyticsRangeForm(prefix="searched"),
         )
         return TemplateResponse(request, "admin/autocomplete/corpus/gaps.html", context)
+
+    def _group_searched_gaps(self, request: HttpRequest, corpus: Corpus) -> HttpResponse:
+        """Queue the grouping of the range's settled searches that found no suggestion or no choice."""
+        if not self.has_change_permission(request, corpus):
+            raise PermissionDenied
+        start, end = AnalyticsRangeForm(request.POST, prefix="searched").date_range()
+        queries = analytics.gap_queries(corpus, start, end)
+        report = gaps.request_gaps(corpus, start=start, end=end, queries=queries, source="search events")
+        messages.info(request, f"Grouping of {len(queries)} unanswered searches for {start}..{end} queued.")
+        return HttpResponseRedirect(
+            reverse("admin:autocomplete_corpus_gaps", args=[corpus.pk]) + f"?report={report.pk}"
+        )
 
     def reachability_view(self, request: HttpRequest, corpus_id: int) -> HttpResponse:
         """The pairs visitors typing their own question would miss, worst first; POST queues a new audit."""

@@ -4,7 +4,8 @@ the admin page (groups, nearest question, Create QA pair prefilled), the command
 from __future__ import annotations
 
 import re
-from datetime import date
+import uuid
+from datetime import date, datetime, time
 from html import unescape
 from io import StringIO
 from pathlib import Path
@@ -15,10 +16,11 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import Client
+from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
 from autocomplete import gaps
-from autocomplete.models import AnalysisStatus, ContentGap, Corpus
+from autocomplete.models import AnalysisStatus, ContentGap, Corpus, SearchEvent
 
 from .test_query_groups import PARAPHRASES
 
@@ -165,3 +167,46 @@ def test_the_request_only_queues_and_a_worker_groups(small_corpus: Corpus, admin
     queued.task.call(*queued.args_kwargs["args"], **queued.args_kwargs["kwargs"])
     report.refresh_from_db()
     assert report.status == AnalysisStatus.DONE and [group["size"] for group in report.groups] == [5]
+
+
+def _settled(corpus: Corpus, text: str, day: date, *, shown: list[int], chosen: int | None = None) -> None:
+    SearchEvent.objects.create(
+        corpus=corpus,
+        encoder="minilm",
+        page_view=uuid.uuid4().hex,
+        query=text,
+        shown_ids=shown,
+        shown_count=len(shown),
+        chosen_pair_id=chosen,
+        chosen_position=1 if chosen else None,
+        trigger="choice" if chosen else "pause",
+        created_at=timezone.make_aware(datetime.combine(day, time(12))),
+    )
+
+
+def test_the_sites_unanswered_searches_are_grouped_from_the_admin_and_the_command(
+    small_corpus: Corpus, admin_client: Client
+) -> None:
+    pair = small_corpus.pairs.first()
+    assert pair is not None
+    inside, outside = date(2026, 11, 10), date(2026, 10, 1)
+    for text in PARAPHRASES["password"]:
+        _settled(small_corpus, text, inside, shown=[])  # no suggestion: a gap
+    _settled(small_corpus, "forgot my password", inside, shown=[pair.pk])  # shown, not chosen: a gap
+    _settled(small_corpus, "chosen, so answered", inside, shown=[pair.pk], chosen=pair.pk)
+    _settled(small_corpus, "searched before the range", outside, shown=[])
+
+    url = f"/admin/autocomplete/corpus/{small_corpus.pk}/gaps/"
+    response = admin_client.post(
+        url, {"from_events": "1", "searched-start": "2026-11-01", "searched-end": "2026-11-30"}
+    )
+    assert response.status_code == 302
+    report = ContentGap.objects.get(corpus=small_corpus, start=date(2026, 11, 1))
+    assert (report.status, report.source) == (AnalysisStatus.DONE, "search events")
+    grouped = {text for group in report.groups for text in group["examples"]}
+    assert grouped == {*PARAPHRASES["password"], "forgot my password"}
+    assert len(report.groups) == 1 and report.groups[0]["size"] == len(PARAPHRASES["password"]) + 1
+
+    out = StringIO()
+    call_command("gaps", "small", "--start", "2026-09-01", "--end", "2026-11-30", stdout=out)
+    assert f"({len(PARAPHRASES['password']) + 2} searches) in 2 groups" in out.getvalue()

@@ -1,4 +1,4 @@
-"""manage.py gaps SLUG --csv FILE [--start DATE --end DATE]: group unanswered queries by meaning and store them."""
+"""manage.py gaps SLUG [--csv FILE] [--start DATE --end DATE]: group unanswered queries by meaning and store them."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
+from autocomplete.analytics import gap_queries
 from autocomplete.gaps import GapInputError, gaps_now, read_query_counts
 from autocomplete.models import AnalysisStatus, Corpus
 from embeddings.encoders import EncoderError
@@ -22,7 +23,12 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("corpus")
-        parser.add_argument("--csv", type=Path, required=True, help="CSV of query[,count]: a support log or export.")
+        parser.add_argument(
+            "--csv",
+            type=Path,
+            help="CSV of query[,count] (a support log or export); without it, the range's settled searches that "
+            "found no suggestion or no choice.",
+        )
         parser.add_argument("--start", type=date.fromisoformat, help="First day covered (default: 30 days ago).")
         parser.add_argument("--end", type=date.fromisoformat, help="Last day covered (default: today).")
         parser.add_argument(
@@ -38,11 +44,14 @@ class Command(BaseCommand):
             raise CommandError(f"Unknown corpus '{options['corpus']}'.")
         end = options["end"] or timezone.localdate()
         start = options["start"] or end - timedelta(days=DEFAULT_DAYS - 1)
-        path: Path = options["csv"]
+        path: Path | None = options["csv"]
         try:
-            queries = read_query_counts(path.read_bytes())
+            if path is None:
+                queries, source = gap_queries(corpus, start, end), "search events"
+            else:
+                queries, source = read_query_counts(path.read_bytes()), path.name
             report = gaps_now(
-                corpus, start=start, end=end, queries=queries, source=path.name, similarity=options["similarity"]
+                corpus, start=start, end=end, queries=queries, source=source, similarity=options["similarity"]
             )
         except OSError as exc:
             raise CommandError(f"Cannot read {path}: {exc.strerror or exc}.") from exc
