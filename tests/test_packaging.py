@@ -211,7 +211,7 @@ def test_a_site_installs_the_wheel_and_serves_the_box_the_api_and_the_admin(tmp_
     assert 'action="/autocomplete/"' in page and 'hx-get="/autocomplete/suggest"' in page
     assert "/static/autocomplete/combobox.js" in page and "/static/django_htmx/htmx" in page
     status, partial = seen["partial"]
-    assert status == 200 and "How can I get a refund?" in partial
+    assert status == 200 and "How can I get a <mark>refund</mark>?" in partial
     assert seen["servers"] == [{"url": "/autocomplete", "description": "Where this site mounts the app."}]
     status, changelist = seen["admin"]
     assert status == 200 and "Help" in changelist
