@@ -26,6 +26,7 @@ from embeddings.vector_index import IndexFileError, VectorIndex, set_threads, th
 
 from .catalog import LiveBuild, announce_catalog_change
 from .conf import app_settings
+from .controls import corpus_synonyms
 from .embedding_store import Progress
 from .lexical_store import (
     LEXICAL_INFIX,
@@ -96,7 +97,7 @@ def build_index(
             # faiss builds the graph outside the GIL while this thread prepares the lexical index
             # that serving processes will load.
             building = builder.submit(build_vectors)
-            lexical_index_for(file_name, ids, questions)
+            lexical_index_for(file_name, ids, questions, synonyms=corpus_synonyms(corpus.pk))
             index = building.result()
         path = conf.index_dir / file_name
         checksum = index.save(path)

@@ -21,6 +21,7 @@ from django.core.cache import caches
 from django.db import DatabaseError
 
 from .conf import app_settings
+from .controls import NO_CONTROLS, CorpusControls, read_controls
 from .models import Corpus, IndexBuild
 
 
@@ -44,6 +45,8 @@ class CorpusEntry:
     live: dict[str, LiveBuild] = field(default_factory=dict)
     # Served only through /api/suggest, to a request with an API key for it (autocomplete/api_keys.py).
     is_private: bool = False
+    # Synonyms and rules, compiled (autocomplete/controls.py).
+    controls: CorpusControls = NO_CONTROLS
 
     def serving_encoder(self, fallback: str | None) -> str | None:
         """The encoder that answers when a request names none."""
@@ -141,6 +144,7 @@ def _read_catalog(change_token: str | None) -> Catalog:
         "id", "corpus_id", "encoder", "file_name", "dimension", "vector_count", "kind"
     ):
         live.setdefault(build["corpus_id"], {})[build["encoder"]] = LiveBuild(**build)
+    controls = read_controls()
     corpora = {
         corpus.slug: CorpusEntry(
             id=corpus.pk,
@@ -149,6 +153,7 @@ def _read_catalog(change_token: str | None) -> Catalog:
             default_encoder=corpus.default_encoder,
             live=live.get(corpus.pk, {}),
             is_private=corpus.is_private,
+            controls=controls.get(corpus.pk, NO_CONTROLS),
         )
         for corpus in Corpus.objects.order_by("name")
     }

@@ -1,4 +1,4 @@
-"""Export a corpus as CSV that a spreadsheet opens safely and that imports back unchanged.
+"""Export a corpus as CSV that a spreadsheet opens safely and that imports back unchanged, and its controls as JSON.
 
 A cell starting with `=`, `+`, `-`, `@`, a tab or a carriage return could run as a formula in
 Excel or LibreOffice (CSV injection); such cells get a leading apostrophe, which spreadsheets show
@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterable, Iterator
+from typing import Any
 
-from .models import Corpus, QAPair
+from .models import Corpus, QAPair, Rule, RuleAnswer
 
 EXPORT_COLUMNS = ("id", "question", "answer", "url", "tags")
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -49,3 +50,46 @@ def corpus_csv_rows(corpus: Corpus) -> Iterator[str]:
     )
     for row in pairs:
         yield writer.writerow([neutralise_cell(str(value)) for value in row])
+
+
+# Bump when the controls export's fields change.
+CONTROLS_FORMAT = 1
+
+
+def corpus_controls(corpus: Corpus) -> dict[str, Any]:
+    """The corpus's synonyms and rules as JSON-ready data; a rule's pairs named by id and question.
+
+    The question names a pair in any copy of the corpus, where the database id would differ.
+    """
+    rules = []
+    for rule in corpus.rules.order_by("id").prefetch_related("answers__pair"):
+        rules.append(
+            {
+                "match": rule.match,
+                "text": rule.text,
+                "starts_at": rule.starts_at.isoformat() if rule.starts_at else None,
+                "ends_at": rule.ends_at.isoformat() if rule.ends_at else None,
+                "answers": [
+                    {
+                        "action": answer.action,
+                        "position": answer.position,
+                        "id": answer.pair.external_id,
+                        "question": answer.pair.question,
+                    }
+                    for answer in _answers(rule)
+                ],
+            }
+        )
+    return {
+        "format": CONTROLS_FORMAT,
+        "corpus": corpus.slug,
+        "synonyms": [
+            {"terms": terms, "one_way_to": one_way_to}
+            for terms, one_way_to in corpus.synonyms.order_by("id").values_list("terms", "one_way_to")
+        ],
+        "rules": rules,
+    }
+
+
+def _answers(rule: Rule) -> list[RuleAnswer]:
+    return sorted(rule.answers.all(), key=lambda answer: (answer.action, answer.position, answer.pk))

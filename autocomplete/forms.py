@@ -7,6 +7,7 @@ from typing import Any, cast
 from django import forms
 
 from .conf import app_settings
+from .controls import MAX_TAGS, parse_tags
 from .encoder_registry import unavailable_reason
 from .models import Corpus
 
@@ -23,9 +24,17 @@ class SuggestForm(forms.Form):
     corpus = forms.SlugField(required=False, max_length=100)
     encoder = forms.CharField(required=False, max_length=50)
     k = forms.IntegerField(required=False, min_value=1, max_value=app_settings().max_k)
+    tags = forms.CharField(required=False, max_length=500)
 
     def clean_k(self) -> int:
         return self.cleaned_data["k"] or app_settings().default_k
+
+    def clean_tags(self) -> tuple[str, ...] | None:
+        """None when no tag is asked for; else the tags, one of which each suggestion must carry."""
+        tags = parse_tags(self.cleaned_data["tags"])
+        if len(tags) > MAX_TAGS:
+            raise forms.ValidationError(f"Ask for at most {MAX_TAGS} tags, separated by commas.")
+        return tags or None
 
     def error_message(self) -> str:
         """All field errors as one sentence, for a JSON body or an inline message."""
@@ -103,3 +112,11 @@ class ReindexForm(forms.Form):
     def __init__(self, *args: Any, encoder_choices: list[tuple[str, str]], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         cast(forms.ChoiceField, self.fields["encoder"]).choices = encoder_choices
+
+
+class SynonymImportForm(forms.Form):
+    """A synonyms CSV for one corpus (autocomplete/controls.py reads it)."""
+
+    corpus = forms.ModelChoiceField(queryset=Corpus.objects.all())
+    file = forms.FileField(help_text="UTF-8 CSV with a 'terms' column and optionally 'one_way_to', as exported.")
+    replace = forms.BooleanField(required=False, help_text="Delete the corpus's synonyms first.")

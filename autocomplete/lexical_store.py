@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from embeddings.lexical import LexicalIndex
+from embeddings.synonyms import NO_SYNONYMS, SynonymMap
 from embeddings.vector_index import write_atomically
 
 from .conf import app_settings
@@ -34,9 +35,13 @@ LEXICAL_SUFFIX = ".npz"
 RETIRED_LEXICAL_SUFFIXES = (".pickle",)
 
 
-def lexical_file(index_file: str, ids: Sequence[int], questions: Sequence[str]) -> Path:
-    """Where the lexical index of these exact pairs, for this index file and format, is kept."""
+def lexical_file(
+    index_file: str, ids: Sequence[int], questions: Sequence[str], *, synonyms: SynonymMap = NO_SYNONYMS
+) -> Path:
+    """Where the lexical index of these exact pairs and synonyms, for this index file and format, is kept."""
     digest = hashlib.blake2b(f"format {LEXICAL_FORMAT}".encode(), digest_size=12)
+    if synonyms:
+        digest.update(f"synonyms {synonyms.digest_text()}\0".encode())
     for pk, question in zip(ids, questions, strict=True):
         digest.update(f"{pk}\0{question}\0".encode())
     return app_settings().index_dir / f"{index_file}{LEXICAL_INFIX}{digest.hexdigest()}{LEXICAL_SUFFIX}"
@@ -52,13 +57,15 @@ def lexical_files_of(index_file: str) -> list[Path]:
     return list(app_settings().index_dir.glob(f"{index_file}{LEXICAL_INFIX}*"))
 
 
-def lexical_index_for(index_file: str, ids: Sequence[int], questions: Sequence[str]) -> LexicalIndex:
+def lexical_index_for(
+    index_file: str, ids: Sequence[int], questions: Sequence[str], *, synonyms: SynonymMap = NO_SYNONYMS
+) -> LexicalIndex:
     """The lexical index over these pairs: read from its file when one was stored, else built and stored."""
-    path = lexical_file(index_file, ids, questions)
+    path = lexical_file(index_file, ids, questions, synonyms=synonyms)
     stored = _read(path, ids)
     if stored is not None:
         return stored
-    built = LexicalIndex(list(ids), list(questions))
+    built = LexicalIndex(list(ids), list(questions), synonyms=synonyms)
     # Uncompressed: reading it back is then little more than copying the arrays.
     archive = io.BytesIO()
     np.savez(archive, allow_pickle=False, **built.to_arrays())

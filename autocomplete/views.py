@@ -22,7 +22,7 @@ from .conf import app_settings
 from .encoder_registry import encoder_registry
 from .forms import SuggestForm
 from .links import link_url
-from .search import SearchError, SuggestResult, corpus_list, resolve_corpus, suggestions_for
+from .search import SearchError, SuggestResult, corpus_list, corpus_tags, resolve_corpus, suggestions_for
 
 OPENAPI_DESCRIPTION = Path(__file__).with_name("openapi.json")
 
@@ -68,6 +68,8 @@ def _page_context(form: SuggestForm) -> dict[str, Any]:
         "corpus": entry,
         "encoders": _encoder_choices(entry) if entry else [],
         "selected_encoder": data.get("encoder") or "",
+        "tags": corpus_tags(entry) if entry else [],
+        "selected_tags": ",".join(data.get("tags") or ()),
         "max_query_length": app_settings().max_query_length,
     }
 
@@ -77,7 +79,9 @@ def _suggest(form: SuggestForm, *, public_only: bool = True, authorization: str 
     data = form.cleaned_data
     entry = resolve_corpus(data["corpus"] or None, public_only=public_only)
     require_access(entry, authorization=authorization)
-    return suggestions_for(data["q"], corpus=entry.slug, k=data["k"], encoder=data["encoder"] or None)
+    return suggestions_for(
+        data["q"], corpus=entry.slug, k=data["k"], encoder=data["encoder"] or None, tags=data["tags"]
+    )
 
 
 @require_GET
@@ -116,7 +120,7 @@ def suggest_partial(request: HtmxHttpRequest) -> HttpResponse:
 
 
 def api_suggest(request: HttpRequest) -> JsonResponse:
-    """GET /api/suggest?q=&corpus=&k=&encoder= (see README for the contract)."""
+    """GET /api/suggest?q=&corpus=&k=&encoder=&tags= (see README for the contract)."""
     if request.method != "GET":
         response = InertJsonResponse({"error": "Method not allowed: use GET."}, status=405)
         response["Allow"] = "GET"
@@ -126,7 +130,7 @@ def api_suggest(request: HttpRequest) -> JsonResponse:
     except TooManyFieldsSent:
         # Django's own 400 page would be HTML; an API client reads JSON.
         return InertJsonResponse(
-            {"error": "Too many query parameters: send only q, corpus, k and encoder."}, status=400
+            {"error": "Too many query parameters: send only q, corpus, k, encoder and tags."}, status=400
         )
     if not form.is_valid():
         return InertJsonResponse({"error": form.error_message()}, status=400)
@@ -145,6 +149,7 @@ def api_suggest(request: HttpRequest) -> JsonResponse:
             "suggestions": [
                 {"id": s.id, "question": s.question, "answer": s.answer, "score": s.score}
                 | ({"url": url} if (url := link_url(s.url)) else {})
+                | ({"pinned": True} if s.pinned else {})
                 for s in result.suggestions
             ],
             "took_ms": result.took_ms,
