@@ -238,3 +238,51 @@ def test_hostile_questions_run_no_script_while_typing_or_reading(
     assert page.evaluate("window.__xss") is None
     assert dialogs == []
     page.close()
+
+
+@pytest.fixture
+def tagged_corpus(transactional_db: None, minilm: object) -> Corpus:
+    from .test_controls import tagged_csv
+
+    corpus = Corpus.objects.create(name="Tagged FAQ", slug="tagged", default_encoder="minilm")
+    ingest_parsed(corpus, parse_qa_file(tagged_csv(), filename="faq.csv"))
+    return corpus
+
+
+def test_the_box_filters_by_topic_or_data_tags_and_shows_pinned_answers(
+    browser: Any, live_server: Any, tagged_corpus: Corpus
+) -> None:
+    from autocomplete.catalog import announce_catalog_change
+    from autocomplete.models import Rule, RuleAnswer
+
+    from .test_controls import TAGS
+
+    billing = {q for q, tags in TAGS.items() if "billing" in tags}
+    account = {q for q, tags in TAGS.items() if "account" in tags.lower()}
+    page = browser.new_page()
+    violations = PolicyViolations(page)
+    page.goto(live_server.url + "/")
+    page.get_by_label("Topic").select_option("billing")
+    box = page.get_by_role("combobox", name="Type your question")
+
+    def suggested(typed: str) -> list[str]:
+        box.fill("")
+        box.press_sequentially(typed, delay=30)
+        page.locator('#suggestions [role="option"]').first.wait_for()
+        page.wait_for_function(
+            "(typed) => document.querySelector('#suggestions-list')?.dataset.query === typed", arg=typed
+        )
+        return [text.strip() for text in page.locator(".question").all_inner_texts()]
+
+    assert set(suggested("how do i")) <= billing
+    # A box embedded elsewhere says its tags in data-tags; the page's own select, when set, wins.
+    page.get_by_label("Topic").select_option("")
+    page.locator("#q").evaluate("(box) => box.setAttribute('data-tags', 'account')")
+    assert set(suggested("how do i ")) <= account
+    rule = Rule.objects.create(corpus=tagged_corpus, match="prefix", text="how do i")
+    RuleAnswer.objects.create(rule=rule, pair=QAPair.objects.get(question="How do I delete my account?"), position=1)
+    announce_catalog_change()
+    assert suggested("how do i c")[0] == "How do I delete my account?"
+    assert page.locator('#suggestions [role="option"]').first.get_attribute("data-pinned") == "true"
+    assert violations.all() == []
+    page.close()
