@@ -86,6 +86,21 @@ def format_bench(report: dict[str, Any]) -> str:
         f"| {ratio['rss_mb_per_worker']} | {met['memory']} |",
         f"| workers | {ours['memory']['workers']} | {base['memory']['workers']} | | |",
     ]
+    filtered = ours.get("filtered")
+    if filtered:
+        # Ratios to unfiltered requests on the same server, paired prefix by prefix.
+        lines += [
+            "",
+            "| tags=, one typist, ours | p50 ms | p99 ms | p50 / unfiltered | target met |",
+            "|---|---|---|---|---|",
+        ]
+        for name, run in filtered["runs"].items():
+            tags = filtered["tags"].get(name, "(none)")
+            share = filtered["p50_ratio"].get(name, 1.0)
+            lines.append(
+                f"| {name}: {tags} | {run['p50_ms']} | {run['p99_ms']} | {share} | "
+                f"{met.get('filtered', '') if name != 'unfiltered' else ''} |"
+            )
     if report.get("chart"):
         lines.append(f"chart: {report['chart']}")
     return "\n".join(lines)
