@@ -116,11 +116,12 @@ def held_out_queries(data_dir: Path) -> list[str]:
     return ordered
 
 
-def write_corpus_csv(rows: Sequence[tuple[str, str, str]], path: Path) -> None:
+def write_corpus_csv(rows: Sequence[tuple[str, str] | tuple[str, str, str]], path: Path) -> None:
+    """(question, answer) or (question, answer, tags) rows as an ingestible CSV."""
     with path.open("w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["question", "answer", "tags"])
-        writer.writerows(rows)
+        writer.writerows((*row, "")[:3] for row in rows)
 
 
 def timed_ingest(csv_path: str, *, encoder: str, slug: str) -> dict[str, float]:
