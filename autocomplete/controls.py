@@ -92,20 +92,23 @@ NO_CONTROLS = CorpusControls()
 
 
 def read_controls(corpus_id: int | None = None) -> dict[int, CorpusControls]:
-    """Every corpus's controls (or one's), by corpus id, in three queries: with the catalog, never per keystroke."""
+    """Every corpus's controls (or one's), by corpus id, in two queries: with the catalog, never per keystroke."""
     scope = {} if corpus_id is None else {"corpus_id": corpus_id}
     synonyms: dict[int, list[tuple[list[str], list[str]]]] = {}
     for owner, terms, one_way_to in Synonym.objects.filter(**scope).values_list("corpus_id", "terms", "one_way_to"):
         synonyms.setdefault(owner, []).append((split_terms(terms), split_terms(one_way_to)))
-    answers: dict[int, list[tuple[str, int, int]]] = {}
-    rule_scope = {} if corpus_id is None else {"rule__corpus_id": corpus_id}
-    for rule_id, action, position, pair_id in RuleAnswer.objects.filter(**rule_scope).values_list(
-        "rule_id", "action", "position", "pair_id"
-    ):
-        answers.setdefault(rule_id, []).append((action, position, pair_id))
+    # One row per rule and answer (a rule without answers: one row of None), in a single join.
+    found: dict[int, tuple[Rule, list[tuple[str, int, int]]]] = {}
+    fields = ("id", "corpus_id", "match", "text", "starts_at", "ends_at")
+    answers = ("answers__action", "answers__position", "answers__pair_id")
+    for row in Rule.objects.filter(**scope).order_by("id").values_list(*fields, *answers):
+        rule_id, owner, match, text, starts_at, ends_at, action, position, pair_id = row
+        rule = Rule(id=rule_id, corpus_id=owner, match=match, text=text, starts_at=starts_at, ends_at=ends_at)
+        effects = found.setdefault(rule_id, (rule, []))[1]
+        if pair_id is not None:
+            effects.append((action, position, pair_id))
     rules: dict[int, list[CompiledRule]] = {}
-    for rule in Rule.objects.filter(**scope).order_by("id"):
-        effects = answers.get(rule.pk, [])
+    for rule, effects in found.values():
         rules.setdefault(rule.corpus_id, []).append(
             CompiledRule(
                 match=rule.match,

@@ -437,7 +437,8 @@ def corpus_tags(entry: CorpusEntry) -> list[str]:
         return []
     try:
         return live_space(entry.live[serving], synonyms=entry.controls.synonyms).tags
-    except SearchError:
+    except (SearchError, DatabaseError):
+        # The page still offers the box; a request then says what is wrong.
         return []
 
 

@@ -266,3 +266,14 @@ def test_synonym_csv_round_trips_and_refuses_bad_files() -> None:
         parse_synonym_csv(b"terms,one_way_to\nwifi,\n")
     with pytest.raises(SynonymFileError, match="not UTF-8"):
         parse_synonym_csv(b"terms\n\xff\xfe\n")
+
+
+def test_readiness_checks_the_space_requests_use_and_loads_no_other(client: Client, tagged_corpus: Corpus) -> None:
+    Synonym.objects.create(corpus=tagged_corpus, terms="invoices, receipts")
+    changed()
+    assert questions(client, "receipts")[0] == "Where can I download my invoices?"
+    (space,) = search.loaded_spaces().values()
+    assert client.get("/readyz").status_code == 200
+    assert list(search.loaded_spaces().values()) == [space]
+    assert questions(client, "receipts")[0] == "Where can I download my invoices?"
+    assert list(search.loaded_spaces().values()) == [space]
