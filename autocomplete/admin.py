@@ -29,8 +29,8 @@ from .catalog import announce_catalog_change
 from .conf import app_settings
 from .controls import SynonymFileError, parse_synonym_csv, synonym_csv_rows
 from .encoder_registry import encoder_registry
-from .exporting import corpus_controls, corpus_csv_rows
-from .forms import ReindexForm, SynonymImportForm, UploadForm
+from .exporting import ControlsFileError, corpus_controls, corpus_csv_rows, import_controls
+from .forms import ControlsImportForm, ReindexForm, SynonymImportForm, UploadForm
 from .links import HttpURLValidator
 from .models import ApiKey, Corpus, IndexBuild, IngestJob, QAPair, Rule, RuleAnswer, Synonym
 from .parsing import ParseError
@@ -268,8 +268,11 @@ class SynonymAdmin(AnnouncesControlChanges, admin.ModelAdmin[Synonym]):
             "opts": self.model._meta,
             "title": "Import synonyms from CSV",
             "form": form,
+            "intro": "One entry per row: a terms column (“wifi, wi-fi, wireless”: each finds the others) and "
+            "optionally one_way_to (“laptop” one way to “notebook”), as “Export selected synonyms as CSV” "
+            "writes them.",
         }
-        return TemplateResponse(request, "admin/autocomplete/synonym/import.html", context)
+        return TemplateResponse(request, "admin/autocomplete/controls_import.html", context)
 
 
 class RuleAnswerFormSet(forms.BaseInlineFormSet):  # type: ignore[type-arg]
@@ -299,6 +302,41 @@ class RuleAdmin(AnnouncesControlChanges, admin.ModelAdmin[Rule]):
     list_filter = ["corpus", "match"]
     search_fields = ["text"]
     inlines = [RuleAnswerInline]
+    change_list_template = "admin/autocomplete/rule/change_list.html"
+
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view
+        return [path("import/", view(self.import_view), name="autocomplete_rule_import"), *super().get_urls()]
+
+    def import_view(self, request: HttpRequest) -> HttpResponse:
+        """A controls export (synonyms and rules) added to a corpus; nothing written when it is refused."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = ControlsImportForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            corpus = form.cleaned_data["corpus"]
+            try:
+                synonyms, rules, missing = import_controls(corpus, form.cleaned_data["file"].read())
+            except ControlsFileError as exc:
+                form.add_error("file", f"{exc} Nothing was written.")
+            else:
+                announce_catalog_change()
+                messages.success(request, f"{synonyms} synonym entries and {rules} rules imported into {corpus.slug}.")
+                if missing:
+                    shown = "; ".join(missing[:5]) + (" …" if len(missing) > 5 else "")
+                    messages.warning(request, f"{len(missing)} answers name questions {corpus.slug} lacks: {shown}")
+                changelist = reverse("admin:autocomplete_rule_changelist")
+                return HttpResponseRedirect(f"{changelist}?corpus__id__exact={corpus.pk}")
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": "Import synonyms and rules from JSON",
+            "form": form,
+            "intro": "The file of the corpus action “Export selected corpus's synonyms and rules as JSON”, "
+            "from this or another deployment: its synonyms and rules are added to the corpus chosen, each "
+            "answer found by its source id or question text.",
+        }
+        return TemplateResponse(request, "admin/autocomplete/controls_import.html", context)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Rule]:
         return super().get_queryset(request).prefetch_related("answers")

@@ -120,3 +120,10 @@ class SynonymImportForm(forms.Form):
     corpus = forms.ModelChoiceField(queryset=Corpus.objects.all())
     file = forms.FileField(help_text="UTF-8 CSV with a 'terms' column and optionally 'one_way_to', as exported.")
     replace = forms.BooleanField(required=False, help_text="Delete the corpus's synonyms first.")
+
+
+class ControlsImportForm(forms.Form):
+    """A controls JSON (synonyms and rules, as the corpus action exports them) for one corpus."""
+
+    corpus = forms.ModelChoiceField(queryset=Corpus.objects.all())
+    file = forms.FileField(help_text="The JSON that “Export selected corpus's synonyms and rules as JSON” wrote.")

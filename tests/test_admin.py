@@ -587,3 +587,36 @@ def test_controls_export_with_the_corpus(admin_client: Client, small_corpus: Cor
             }
         ],
     }
+
+
+def test_a_controls_export_imports_into_another_corpus(admin_client: Client, small_corpus: Corpus) -> None:
+    Synonym.objects.create(corpus=small_corpus, terms="app, application")
+    rule = Rule.objects.create(corpus=small_corpus, text="refund", match="contains")
+    for question, action in (("Is there a mobile app?", "pin"), ("How do I delete my account?", "hide")):
+        RuleAnswer.objects.create(
+            rule=rule, pair=QAPair.objects.get(corpus=small_corpus, question=question), action=action
+        )
+    exported = admin_client.post(
+        "/admin/autocomplete/corpus/", {"action": "export_controls_action", "_selected_action": [small_corpus.pk]}
+    ).content
+    copy = Corpus.objects.create(name="Copy", slug="copy", default_encoder="minilm")
+    QAPair.objects.create(corpus=copy, question="IS THERE A MOBILE APP", answer="Yes.")
+    response = admin_client.post(
+        "/admin/autocomplete/rule/import/",
+        {"corpus": copy.pk, "file": SimpleUploadedFile("c.json", exported, "application/json")},
+        follow=True,
+    )
+    page = response.content.decode()
+    assert "1 synonym entries and 1 rules imported into copy." in page
+    assert "1 answers name questions copy lacks: How do I delete my account?" in page
+    (imported,) = copy.rules.all()
+    assert [(a.pair.question, a.action) for a in imported.answers.all()] == [("IS THERE A MOBILE APP", "pin")]
+    assert list(copy.synonyms.values_list("terms", flat=True)) == ["app, application"]
+    refused = admin_client.post(
+        "/admin/autocomplete/rule/import/",
+        {"corpus": copy.pk, "file": SimpleUploadedFile("c.json", b'{"format": 9}', "application/json")},
+    )
+    assert (
+        "This is not a controls export of format 1: export it again. Nothing was written." in refused.content.decode()
+    )
+    assert copy.rules.count() == 1
