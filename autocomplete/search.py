@@ -220,7 +220,7 @@ def rank(
         scores = space.lexical.scores_all(typed)
         if only is not None:
             scores *= only.mask
-        ranked = space.lexical.top(scores, limit=k * 4)
+        ranked = [(pk, score) for pk, score in space.lexical.top(scores, limit=k * 4) if score > 0]
         ranked = semantic_rank(ranked, k=k, lexical=space.lexical)
     else:
         # The baseline embeds what was typed; the served ranking may complete the last word first.
