@@ -4,13 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.widgets import AdminURLFieldWidget
 from django.core.exceptions import PermissionDenied
-from django.db import models
+from django.db import models, transaction
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect, StreamingHttpResponse
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    HttpResponseRedirect,
+    JsonResponse,
+    StreamingHttpResponse,
+)
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
@@ -19,12 +27,25 @@ from django.utils.http import urlencode
 from django.views.decorators.http import require_POST
 
 from . import analytics, api_keys, gaps, health, jobs, reachability
+from .catalog import announce_catalog_change
 from .conf import app_settings
+from .controls import SynonymFileError, parse_synonym_csv, synonym_csv_rows
 from .encoder_registry import encoder_registry
-from .exporting import corpus_csv_rows
-from .forms import AnalyticsRangeForm, GapImportForm, ReindexForm, UploadForm
+from .exporting import ControlsFileError, corpus_controls, corpus_csv_rows, import_controls
+from .forms import AnalyticsRangeForm, ControlsImportForm, GapImportForm, ReindexForm, SynonymImportForm, UploadForm
 from .links import HttpURLValidator
-from .models import ApiKey, ContentGap, Corpus, IndexBuild, IngestJob, QAPair, ReachabilityAudit
+from .models import (
+    ApiKey,
+    ContentGap,
+    Corpus,
+    IndexBuild,
+    IngestJob,
+    QAPair,
+    ReachabilityAudit,
+    Rule,
+    RuleAnswer,
+    Synonym,
+)
 from .parsing import ParseError
 from .search import SearchError
 
@@ -49,8 +70,30 @@ HTTP_URL_FIELDS: dict[type[models.Field[Any, Any]], dict[str, Any]] = {
 }
 
 
+class AnnouncesControlChanges:
+    """Every server reads a corpus's controls again at once when they change (not after the catalog TTL)."""
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)  # type: ignore[misc]
+        announce_catalog_change()
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        super().delete_model(request, obj)  # type: ignore[misc]
+        announce_catalog_change()
+
+    def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
+        super().delete_queryset(request, queryset)  # type: ignore[misc]
+        announce_catalog_change()
+
+
+class SynonymInline(admin.TabularInline[Synonym, Corpus]):
+    model = Synonym
+    extra = 1
+    fields = ["terms", "one_way_to"]
+
+
 @admin.register(Corpus)
-class CorpusAdmin(admin.ModelAdmin[Corpus]):
+class CorpusAdmin(AnnouncesControlChanges, admin.ModelAdmin[Corpus]):
     formfield_overrides = HTTP_URL_FIELDS
     list_display = [
         "name",
@@ -68,7 +111,8 @@ class CorpusAdmin(admin.ModelAdmin[Corpus]):
     search_fields = ["name", "slug"]
     change_list_template = "admin/autocomplete/corpus/change_list.html"
     change_form_template = "admin/autocomplete/corpus/change_form.html"
-    actions = ["reindex_action", "export_csv_action"]
+    actions = ["reindex_action", "export_csv_action", "export_controls_action"]
+    inlines = [SynonymInline]
 
     @admin.display(description="QA pairs")
     def pair_count(self, corpus: Corpus) -> int:
@@ -314,6 +358,146 @@ class CorpusAdmin(admin.ModelAdmin[Corpus]):
         response = StreamingHttpResponse(corpus_csv_rows(corpus), content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = f'attachment; filename="{corpus.slug}.csv"'
         return response
+
+    @admin.action(description="Export selected corpus's synonyms and rules as JSON", permissions=["view"])
+    def export_controls_action(self, request: HttpRequest, queryset: QuerySet[Corpus]) -> HttpResponseBase | None:
+        if queryset.count() != 1:
+            messages.error(request, "Choose exactly one corpus to export.")
+            return None
+        corpus = queryset.get()
+        response = JsonResponse(corpus_controls(corpus), json_dumps_params={"indent": 2})
+        response["Content-Disposition"] = f'attachment; filename="{corpus.slug}-controls.json"'
+        return response
+
+
+@admin.register(Synonym)
+class SynonymAdmin(AnnouncesControlChanges, admin.ModelAdmin[Synonym]):
+    """Synonyms of every corpus, filtered by corpus; CSV import and export."""
+
+    list_display = ["terms", "one_way_to", "corpus", "updated_at"]
+    list_filter = ["corpus"]
+    search_fields = ["terms", "one_way_to"]
+    change_list_template = "admin/autocomplete/synonym/change_list.html"
+    actions = ["export_csv_action"]
+
+    def save_model(self, request: HttpRequest, obj: Synonym, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        announce_catalog_change()
+
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view
+        return [path("import/", view(self.import_view), name="autocomplete_synonym_import"), *super().get_urls()]
+
+    @admin.action(description="Export selected synonyms as CSV", permissions=["view"])
+    def export_csv_action(self, request: HttpRequest, queryset: QuerySet[Synonym]) -> HttpResponse:
+        rows = queryset.order_by("corpus", "id").values_list("terms", "one_way_to")
+        response = HttpResponse("".join(synonym_csv_rows(rows)), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = 'attachment; filename="synonyms.csv"'
+        return response
+
+    def import_view(self, request: HttpRequest) -> HttpResponse:
+        """A synonyms CSV into a corpus, added to its synonyms or replacing them; nothing written on an error."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = SynonymImportForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            corpus = form.cleaned_data["corpus"]
+            try:
+                entries = parse_synonym_csv(form.cleaned_data["file"].read())
+            except SynonymFileError as exc:
+                form.add_error("file", f"{exc} Nothing was written.")
+            else:
+                with transaction.atomic():
+                    if form.cleaned_data["replace"]:
+                        corpus.synonyms.all().delete()
+                    Synonym.objects.bulk_create(Synonym(corpus=corpus, terms=t, one_way_to=o) for t, o in entries)
+                announce_catalog_change()
+                messages.success(request, f"{len(entries)} synonym entries imported into {corpus.slug}.")
+                changelist = reverse("admin:autocomplete_synonym_changelist")
+                return HttpResponseRedirect(f"{changelist}?corpus__id__exact={corpus.pk}")
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": "Import synonyms from CSV",
+            "form": form,
+            "intro": "One entry per row: a terms column (“wifi, wi-fi, wireless”: each finds the others) and "
+            "optionally one_way_to (“laptop” one way to “notebook”), as “Export selected synonyms as CSV” "
+            "writes them.",
+        }
+        return TemplateResponse(request, "admin/autocomplete/controls_import.html", context)
+
+
+class RuleAnswerFormSet(forms.BaseInlineFormSet):  # type: ignore[type-arg]
+    """A rule's answers must be pairs of the rule's corpus (as submitted: a new rule has no row yet)."""
+
+    def clean(self) -> None:
+        super().clean()
+        corpus_id = self.instance.corpus_id
+        for form in self.forms:
+            chosen = form.cleaned_data.get("pair") if hasattr(form, "cleaned_data") else None
+            if chosen is not None and corpus_id is not None and chosen.corpus_id != corpus_id:
+                form.add_error("pair", "This pair belongs to another corpus: choose one of the rule's corpus.")
+
+
+class RuleAnswerInline(admin.TabularInline[RuleAnswer, Rule]):
+    model = RuleAnswer
+    formset = RuleAnswerFormSet
+    extra = 1
+    raw_id_fields = ["pair"]
+
+
+@admin.register(Rule)
+class RuleAdmin(AnnouncesControlChanges, admin.ModelAdmin[Rule]):
+    """Pinned and hidden answers: typed text that matches a rule pins or hides its pairs."""
+
+    list_display = ["text", "match", "corpus", "starts_at", "ends_at", "answer_summary"]
+    list_filter = ["corpus", "match"]
+    search_fields = ["text"]
+    inlines = [RuleAnswerInline]
+    change_list_template = "admin/autocomplete/rule/change_list.html"
+
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view
+        return [path("import/", view(self.import_view), name="autocomplete_rule_import"), *super().get_urls()]
+
+    def import_view(self, request: HttpRequest) -> HttpResponse:
+        """A controls export (synonyms and rules) added to a corpus; nothing written when it is refused."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = ControlsImportForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            corpus = form.cleaned_data["corpus"]
+            try:
+                synonyms, rules, missing = import_controls(corpus, form.cleaned_data["file"].read())
+            except ControlsFileError as exc:
+                form.add_error("file", f"{exc} Nothing was written.")
+            else:
+                announce_catalog_change()
+                messages.success(request, f"{synonyms} synonym entries and {rules} rules imported into {corpus.slug}.")
+                if missing:
+                    shown = "; ".join(missing[:5]) + (" …" if len(missing) > 5 else "")
+                    messages.warning(request, f"{len(missing)} answers name questions {corpus.slug} lacks: {shown}")
+                changelist = reverse("admin:autocomplete_rule_changelist")
+                return HttpResponseRedirect(f"{changelist}?corpus__id__exact={corpus.pk}")
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": "Import synonyms and rules from JSON",
+            "form": form,
+            "intro": "The file of the corpus action “Export selected corpus's synonyms and rules as JSON”, "
+            "from this or another deployment: its synonyms and rules are added to the corpus chosen, each "
+            "answer found by its source id or question text.",
+        }
+        return TemplateResponse(request, "admin/autocomplete/controls_import.html", context)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Rule]:
+        return super().get_queryset(request).prefetch_related("answers")
+
+    @admin.display(description="Answers")
+    def answer_summary(self, rule: Rule) -> str:
+        answers = list(rule.answers.all())
+        pins = sum(answer.action == RuleAnswer.Action.PIN for answer in answers)
+        return f"{pins} pinned, {len(answers) - pins} hidden"
 
 
 def _pair_url(pair_id: int | None) -> str | None:

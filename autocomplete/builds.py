@@ -29,6 +29,7 @@ from embeddings.vector_index import IndexFileError, VectorIndex, set_threads, th
 
 from .catalog import LiveBuild, announce_catalog_change
 from .conf import app_settings
+from .controls import corpus_synonyms
 from .embedding_store import Progress
 from .index_storage import (
     TEMP_PREFIX,
@@ -113,7 +114,7 @@ def build_index(
             # faiss builds the graph outside the GIL while this thread prepares the lexical index
             # that serving processes will load.
             building = builder.submit(build_vectors)
-            lexical_index_for(file_name, ids, questions)
+            lexical_index_for(file_name, ids, questions, synonyms=corpus_synonyms(corpus.pk))
             index = building.result()
         local = in_place_path(file_name)
         if local is not None:

@@ -21,6 +21,7 @@ from django.core.cache import caches
 from django.db import DatabaseError
 
 from .conf import app_settings
+from .controls import NO_CONTROLS, CorpusControls, read_controls
 from .links import link_url
 from .models import Corpus, IndexBuild
 
@@ -50,6 +51,8 @@ class CorpusEntry:
     # What the box offers when no suggestion fits (the url only when http(s): links.py).
     handoff_text: str = ""
     handoff_url: str = ""
+    # Synonyms and rules, compiled (autocomplete/controls.py).
+    controls: CorpusControls = NO_CONTROLS
 
     def serving_encoder(self, fallback: str | None) -> str | None:
         """The encoder that answers when a request names none."""
@@ -147,6 +150,7 @@ def _read_catalog(change_token: str | None) -> Catalog:
         "id", "corpus_id", "encoder", "file_name", "dimension", "vector_count", "kind", "checksum"
     ):
         live.setdefault(build["corpus_id"], {})[build["encoder"]] = LiveBuild(**build)
+    controls = read_controls()
     corpora = {
         corpus.slug: CorpusEntry(
             id=corpus.pk,
@@ -157,6 +161,7 @@ def _read_catalog(change_token: str | None) -> Catalog:
             is_private=corpus.is_private,
             handoff_text=corpus.handoff_text,
             handoff_url=link_url(corpus.handoff_url),
+            controls=controls.get(corpus.pk, NO_CONTROLS),
         )
         for corpus in Corpus.objects.order_by("name")
     }

@@ -9,6 +9,7 @@ from django import forms
 from django.utils import timezone
 
 from .conf import app_settings
+from .controls import MAX_TAGS, parse_tags
 from .encoder_registry import unavailable_reason
 from .models import Corpus
 
@@ -27,12 +28,20 @@ class SuggestForm(forms.Form):
     k = forms.IntegerField(required=False, min_value=1, max_value=app_settings().max_k)
     # A choice rather than a BooleanField, which reads "0" as true.
     highlight = forms.ChoiceField(required=False, choices=[("0", "0"), ("1", "1")])
+    tags = forms.CharField(required=False, max_length=500)
 
     def clean_k(self) -> int:
         return self.cleaned_data["k"] or app_settings().default_k
 
     def clean_highlight(self) -> bool:
         return bool(self.cleaned_data["highlight"] == "1")
+
+    def clean_tags(self) -> tuple[str, ...] | None:
+        """None when no tag is asked for; else the tags, one of which each suggestion must carry."""
+        tags = parse_tags(self.cleaned_data["tags"])
+        if len(tags) > MAX_TAGS:
+            raise forms.ValidationError(f"Ask for at most {MAX_TAGS} tags, separated by commas.")
+        return tags or None
 
     def error_message(self) -> str:
         """All field errors as one sentence, for a JSON body or an inline message."""
@@ -158,3 +167,18 @@ class AnalyticsRangeForm(forms.Form):
             return self.cleaned_data["start"], self.cleaned_data["end"]
         today = timezone.localdate()
         return today - datetime.timedelta(days=self.DEFAULT_DAYS - 1), today
+
+
+class SynonymImportForm(forms.Form):
+    """A synonyms CSV for one corpus (autocomplete/controls.py reads it)."""
+
+    corpus = forms.ModelChoiceField(queryset=Corpus.objects.all())
+    file = forms.FileField(help_text="UTF-8 CSV with a 'terms' column and optionally 'one_way_to', as exported.")
+    replace = forms.BooleanField(required=False, help_text="Delete the corpus's synonyms first.")
+
+
+class ControlsImportForm(forms.Form):
+    """A controls JSON (synonyms and rules, as the corpus action exports them) for one corpus."""
+
+    corpus = forms.ModelChoiceField(queryset=Corpus.objects.all())
+    file = forms.FileField(help_text="The JSON that “Export selected corpus's synonyms and rules as JSON” wrote.")

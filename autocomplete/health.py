@@ -73,17 +73,18 @@ def _ping_database() -> None:
 
 
 def _corpus_states(entry: CorpusEntry) -> dict[str, str]:
-    return {key: _serving_problem(key, build) or READY for key, build in sorted(entry.live.items())}
+    return {key: _serving_problem(key, build, entry) or READY for key, build in sorted(entry.live.items())}
 
 
-def _serving_problem(key: str, build: LiveBuild) -> str | None:
+def _serving_problem(key: str, build: LiveBuild, entry: CorpusEntry) -> str | None:
     try:
         encoder_registry().get(key)
     except EncoderError as exc:
         logger.error("Not ready: encoder %s cannot be loaded: %s", key, exc)
         return "the encoder cannot be loaded (the server log says why)"
     try:
-        live_space(build)
+        # With the corpus's synonyms: the space a request would use, not another to load.
+        live_space(build, synonyms=entry.controls.synonyms)
     except IndexUnavailableError as exc:
         return exc.reason
     return None

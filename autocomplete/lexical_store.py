@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from embeddings.lexical import LexicalIndex
+from embeddings.synonyms import NO_SYNONYMS, SynonymMap
 
 from .index_storage import fetch, in_place_path, store, stored_names
 
@@ -32,9 +33,13 @@ LEXICAL_SUFFIX = ".npz"
 RETIRED_LEXICAL_SUFFIXES = (".pickle",)
 
 
-def lexical_file(index_file: str, ids: Sequence[int], questions: Sequence[str]) -> str:
-    """The name under which the lexical index of these exact pairs, for this index file and format, is stored."""
+def lexical_file(
+    index_file: str, ids: Sequence[int], questions: Sequence[str], *, synonyms: SynonymMap = NO_SYNONYMS
+) -> str:
+    """The stored name of the lexical index of these exact pairs and synonyms, for this index file and format."""
     digest = hashlib.blake2b(f"format {LEXICAL_FORMAT}".encode(), digest_size=12)
+    if synonyms:
+        digest.update(f"synonyms {synonyms.digest_text()}\0".encode())
     for pk, question in zip(ids, questions, strict=True):
         digest.update(f"{pk}\0{question}\0".encode())
     return f"{index_file}{LEXICAL_INFIX}{digest.hexdigest()}{LEXICAL_SUFFIX}"
@@ -50,13 +55,15 @@ def lexical_files_of(index_file: str) -> list[str]:
     return stored_names(f"{index_file}{LEXICAL_INFIX}")
 
 
-def lexical_index_for(index_file: str, ids: Sequence[int], questions: Sequence[str]) -> LexicalIndex:
+def lexical_index_for(
+    index_file: str, ids: Sequence[int], questions: Sequence[str], *, synonyms: SynonymMap = NO_SYNONYMS
+) -> LexicalIndex:
     """The lexical index over these pairs: read from its file when one was stored, else built and stored."""
-    name = lexical_file(index_file, ids, questions)
+    name = lexical_file(index_file, ids, questions, synonyms=synonyms)
     stored = _read(name, ids)
     if stored is not None:
         return stored
-    built = LexicalIndex(list(ids), list(questions))
+    built = LexicalIndex(list(ids), list(questions), synonyms=synonyms)
     # Uncompressed: reading it back is then little more than copying the arrays.
     archive = io.BytesIO()
     np.savez(archive, allow_pickle=False, **built.to_arrays())

@@ -7,9 +7,12 @@ import re
 import unicodedata
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+
+from embeddings.typed_query import tokenize
 
 from .links import HttpURLValidator
 
@@ -344,3 +347,78 @@ class SearchEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.corpus_id} {self.trigger}: {self.query[:60]}"
+
+
+class Synonym(models.Model):
+    """Words or phrases a corpus treats as one on the lexical side (autocomplete/controls.py)."""
+
+    corpus = models.ForeignKey(Corpus, on_delete=models.CASCADE, related_name="synonyms")
+    terms = models.CharField(
+        max_length=500,
+        help_text="Words or phrases separated by commas, e.g. 'wifi, wi-fi, wireless': each finds the others.",
+    )
+    one_way_to = models.CharField(
+        "one way to",
+        max_length=500,
+        blank=True,
+        help_text="When set, the terms also find these (comma-separated) but not the reverse: "
+        "terms 'laptop', one way to 'notebook'.",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["corpus", "terms"]
+
+    def __str__(self) -> str:
+        return f"{self.terms} → {self.one_way_to}" if self.one_way_to else self.terms
+
+
+class Rule(models.Model):
+    """Typed text that pins chosen pairs to positions or hides pairs, optionally between two dates."""
+
+    class Match(models.TextChoices):
+        EXACT = "exact", "Is exactly"
+        PREFIX = "prefix", "Starts with"
+        CONTAINS = "contains", "Contains"
+
+    corpus = models.ForeignKey(Corpus, on_delete=models.CASCADE, related_name="rules")
+    match = models.CharField(max_length=10, choices=Match.choices, default=Match.EXACT)
+    text = models.CharField(
+        max_length=200,
+        help_text="Compared as the lexical side reads text: case, accents and punctuation ignored.",
+    )
+    starts_at = models.DateTimeField(null=True, blank=True, help_text="Empty: already in force.")
+    ends_at = models.DateTimeField(null=True, blank=True, help_text="Empty: never ends.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["corpus", "text"]
+
+    def __str__(self) -> str:
+        return f"{self.get_match_display()} “{self.text}”"
+
+    def clean(self) -> None:
+        if self.starts_at and self.ends_at and self.ends_at <= self.starts_at:
+            raise ValidationError({"ends_at": "The end must come after the start."})
+        if not tokenize(self.text):
+            raise ValidationError({"text": "Give at least one word or number: punctuation alone matches nothing."})
+
+
+class RuleAnswer(models.Model):
+    """One pair a rule pins to a position, or hides."""
+
+    class Action(models.TextChoices):
+        PIN = "pin", "Pin"
+        HIDE = "hide", "Hide"
+
+    rule = models.ForeignKey(Rule, on_delete=models.CASCADE, related_name="answers")
+    pair = models.ForeignKey(QAPair, on_delete=models.CASCADE, related_name="+")
+    action = models.CharField(max_length=10, choices=Action.choices, default=Action.PIN)
+    position = models.PositiveSmallIntegerField(default=1, help_text="1 = first; pins only.")
+
+    class Meta:
+        ordering = ["rule", "position"]
+        constraints = [models.UniqueConstraint(fields=["rule", "pair"], name="one_action_per_rule_pair")]
+
+    def __str__(self) -> str:
+        return f"{self.get_action_display()} #{self.pair_id}"

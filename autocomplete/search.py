@@ -13,10 +13,11 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ParamSpec, TypeVar
 
 import numpy as np
+import numpy.typing as npt
 from django.core.cache import caches
 from django.db import DatabaseError
 
@@ -24,12 +25,14 @@ from embeddings.encoders import Encoder, EncoderError, EncoderSpec
 from embeddings.lexical import LexicalIndex
 from embeddings.ranking import DEFAULT as DEFAULT_RANKING
 from embeddings.ranking import RankingParams, embedding_text, hybrid_rank, semantic_rank
+from embeddings.synonyms import NO_SYNONYMS, SynonymMap
 from embeddings.typed_query import TypedQuery
-from embeddings.vector_index import IndexFileError, IndexMismatchError, VectorIndex
+from embeddings.vector_index import IndexFileError, IndexMismatchError, VectorIndex, VectorSubset
 
 from .builds import load_live_index, remove_cached_copies
 from .catalog import CorpusEntry, LiveBuild, catalog, invalidate_catalog
 from .conf import app_settings
+from .controls import CompiledRule, pair_tags
 from .encoder_registry import encoder_registry
 from .index_storage import in_place_path, index_storage, is_local
 from .lexical_store import lexical_index_for
@@ -97,6 +100,7 @@ class Suggestion:
     answer: str
     url: str
     score: float
+    pinned: bool = False  # placed by a rule of the corpus's owner, not by the ranking
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,18 @@ class SuggestResult:
     is_fallback: bool  # answered by another encoder than the corpus's default
 
 
+@dataclass(frozen=True)
+class PairFilter:
+    """The pairs a tag filter keeps, ready for both sides of the ranking."""
+
+    mask: npt.NDArray[np.bool_]  # per row of the space (the lexical index's order)
+    ids: frozenset[int]
+    vectors: VectorSubset
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
 class SearchSpace:
     """A vector index and a lexical index over the same pairs, with their texts, ready to rank."""
 
@@ -118,8 +134,12 @@ class SearchSpace:
         rows: Iterable[tuple[int, str, str, str]],
         *,
         lexical: Callable[[list[int], list[str]], LexicalIndex] = LexicalIndex,
+        tags: Sequence[str] = (),
+        synonyms: SynonymMap = NO_SYNONYMS,
     ) -> None:
+        """`tags` holds each row's tags as stored ("a|b"), in row order; none: no pair has tags."""
         self.index = index
+        self.synonyms = synonyms
         self.ids: list[int] = []
         self.questions: list[str] = []
         self.answers: list[str] = []
@@ -131,9 +151,43 @@ class SearchSpace:
             self.urls.append(url)
         self.position = {pk: row for row, pk in enumerate(self.ids)}
         self.lexical = lexical(self.ids, self.questions)
+        rows_of: dict[str, list[int]] = {}
+        for row, stored in enumerate(tags):
+            for tag in pair_tags(stored):
+                rows_of.setdefault(tag, []).append(row)
+        self.tag_rows = {tag: np.asarray(found, dtype=np.int64) for tag, found in rows_of.items()}
+        self._filters: OrderedDict[tuple[str, ...], PairFilter] = OrderedDict()
+        self._filters_lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @property
+    def tags(self) -> list[str]:
+        """Every tag of the pairs, sorted."""
+        return sorted(self.tag_rows)
+
+    def pair_filter(self, tags: Sequence[str]) -> PairFilter:
+        """The pairs with any of the (normalised) `tags`, prepared on first use and kept for the next.
+
+        Kept while the filters' members add up to no more than the space's pairs, the oldest dropped
+        first: a small subset is searched in a copy of its vectors, so this bounds their memory.
+        """
+        key = tuple(sorted(set(tags)))
+        found = self._filters.get(key)
+        if found is not None:
+            return found
+        known = [self.tag_rows[tag] for tag in key if tag in self.tag_rows]
+        rows = np.unique(np.concatenate(known)) if known else np.zeros(0, dtype=np.int64)
+        mask = np.zeros(len(self.ids), dtype=np.bool_)
+        mask[rows] = True
+        ids = np.asarray(self.ids, dtype=np.int64)[rows]
+        built = PairFilter(mask=mask, ids=frozenset(ids.tolist()), vectors=self.index.subset(ids))
+        with self._filters_lock:
+            self._filters[key] = built
+            while sum(map(len, self._filters.values())) > max(len(self), 1) and len(self._filters) > 1:
+                self._filters.popitem(last=False)
+        return built
 
     def suggestion(self, pk: int, score: float) -> Suggestion:
         row = self.position[pk]
@@ -152,21 +206,27 @@ def rank(
     k: int,
     method: str = "hybrid",
     params: RankingParams = DEFAULT_RANKING,
+    only: PairFilter | None = None,
 ) -> list[Suggestion]:
     """The top-k suggestions for what has been typed, best first, no question text twice.
 
     `hybrid` is what is served; `semantic` (plain cosine) and `lexical` (keywords alone) exist as
-    the evaluation's baselines.
+    the evaluation's baselines. With `only`, every suggestion is one of its pairs.
     """
+    if only is not None and not len(only):
+        return []
     typed = TypedQuery.parse(query)
+    subset = None if only is None else only.vectors
     if method == "lexical":
-        ranked = space.lexical.search(typed, limit=k * 4)
-        ranked = [(pk, score) for pk, score in ranked if score > 0]
+        scores = space.lexical.scores_all(typed)
+        if only is not None:
+            scores *= only.mask
+        ranked = [(pk, score) for pk, score in space.lexical.top(scores, limit=k * 4) if score > 0]
         ranked = semantic_rank(ranked, k=k, lexical=space.lexical)
     else:
         # The baseline embeds what was typed; the served ranking may complete the last word first.
         vector = embed(query if method == "semantic" else embedding_text(typed, space.lexical, params))
-        nearest = space.index.search(vector, params.semantic_candidates)
+        nearest = space.index.search(vector, params.semantic_candidates, subset=subset)
         if method == "semantic":
             ranked = semantic_rank(nearest, k=k, lexical=space.lexical)
         else:
@@ -178,8 +238,35 @@ def rank(
                 params=params,
                 similarity=lambda ids: space.index.similarities(vector, ids),
                 vectors=space.index.vectors,
+                allowed=None if only is None else only.mask,
             )
     return [space.suggestion(pk, score) for pk, score in ranked if pk in space.position]
+
+
+def apply_rules(
+    space: SearchSpace,
+    ranked: list[Suggestion],
+    rules: Sequence[CompiledRule],
+    *,
+    k: int,
+    only: PairFilter | None = None,
+) -> list[Suggestion]:
+    """`ranked` with the firing rules' hidden pairs taken out and pinned pairs put at their positions.
+
+    A pinned pair that the tag filter leaves out, or that the corpus no longer holds, is not shown.
+    """
+    hidden = frozenset().union(*(rule.hides for rule in rules))
+    pins: dict[int, int] = {}
+    for rule in rules:
+        for position, pk in rule.pins:
+            if pk not in hidden and pk in space.position and (only is None or pk in only.ids):
+                pins.setdefault(pk, position)
+    scores = {s.id: s.score for s in ranked}
+    out = [s for s in ranked if s.id not in hidden and s.id not in pins]
+    for pk, position in sorted(pins.items(), key=lambda item: item[1]):
+        pinned = replace(space.suggestion(pk, scores.get(pk, 0.0)), pinned=True)
+        out.insert(min(position - 1, len(out)), pinned)
+    return out[:k]
 
 
 def encode_queries(encoder: Encoder, texts: Sequence[str]) -> np.ndarray:
@@ -251,15 +338,19 @@ def loaded_spaces() -> dict[int, SearchSpace]:
     return dict(_spaces)
 
 
-def live_space(build: LiveBuild) -> SearchSpace:
-    """The loaded search space of a live build, loaded on first use; IndexUnavailableError if it cannot be."""
+def live_space(build: LiveBuild, *, synonyms: SynonymMap = NO_SYNONYMS) -> SearchSpace:
+    """The loaded search space of a live build, loaded on first use; IndexUnavailableError if it cannot be.
+
+    A space loaded with other synonyms than the corpus has now is loaded again: synonyms are part
+    of its lexical index.
+    """
     space = _spaces.get(build.id)
-    if space is not None:
+    if space is not None and space.synonyms == synonyms:
         return space
     with _spaces_lock:
         space = _spaces.get(build.id)
-        if space is None:
-            space = _load_space(build)
+        if space is None or space.synonyms != synonyms:
+            space = _load_space(build, synonyms)
             _spaces[build.id] = space
             _last_loaded[(build.corpus_id, build.encoder)] = build.id
             while len(_spaces) > MAX_CACHED_SPACES:
@@ -267,14 +358,14 @@ def live_space(build: LiveBuild) -> SearchSpace:
     return space
 
 
-def serving_space(build: LiveBuild) -> SearchSpace:
+def serving_space(build: LiveBuild, *, synonyms: SynonymMap = NO_SYNONYMS) -> SearchSpace:
     """The live build's search space; while it cannot be loaded, the one this process served before it.
 
     A re-index swaps in without failing a request even when its file cannot be brought here yet
     (the index storage briefly unreachable); a corpus never loaded here still answers 503.
     """
     try:
-        return live_space(build)
+        return live_space(build, synonyms=synonyms)
     except IndexUnavailableError:
         previous = _spaces.get(_last_loaded.get((build.corpus_id, build.encoder), build.id))
         if previous is None:
@@ -305,7 +396,7 @@ def _file_identity(build: LiveBuild | IndexBuild) -> tuple[int, ...] | None:
     return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
-def _load_space(build: LiveBuild) -> SearchSpace:
+def _load_space(build: LiveBuild, synonyms: SynonymMap) -> SearchSpace:
     known = load_failure(build)
     if known is not None:
         raise _index_unavailable(known)
@@ -321,13 +412,19 @@ def _load_space(build: LiveBuild) -> SearchSpace:
     _failed.pop(build.id, None)
     if not is_local():
         remove_cached_copies()  # a swap is when copies of builds gone since are dropped
-    rows = (
-        QAPair.objects.filter(corpus_id=build.corpus_id).order_by("id").values_list("id", "question", "answer", "url")
+    rows = list(
+        QAPair.objects.filter(corpus_id=build.corpus_id)
+        .order_by("id")
+        .values_list("id", "question", "answer", "url", "tags")
+        .iterator(chunk_size=2000)
     )
+    tags = [row[4] for row in rows]
     return SearchSpace(
         index,
-        rows.iterator(chunk_size=2000),
-        lexical=lambda ids, questions: lexical_index_for(build.file_name, ids, questions),
+        (row[:4] for row in rows),
+        lexical=lambda ids, questions: lexical_index_for(build.file_name, ids, questions, synonyms=synonyms),
+        tags=tags if any(tags) else (),
+        synonyms=synonyms,
     )
 
 
@@ -362,6 +459,18 @@ def resolve_corpus(slug: str | None, *, public_only: bool = False) -> CorpusEntr
     raise SearchError(f"Name a corpus: one of {', '.join(sorted(corpora))}.")
 
 
+def corpus_tags(entry: CorpusEntry) -> list[str]:
+    """The tags of a corpus's pairs, from its loaded search space (none while it cannot be served)."""
+    serving = entry.serving_encoder(app_settings().fallback_encoder)
+    if serving is None:
+        return []
+    try:
+        return live_space(entry.live[serving], synonyms=entry.controls.synonyms).tags
+    except (SearchError, DatabaseError):
+        # The page still offers the box; a request then says what is wrong.
+        return []
+
+
 def resolve_encoder(entry: CorpusEntry, key: str | None) -> tuple[str, bool]:
     """The encoder key that answers, and whether it is a fallback from the corpus default."""
     if key:
@@ -378,16 +487,30 @@ def resolve_encoder(entry: CorpusEntry, key: str | None) -> tuple[str, bool]:
 
 
 @_database_errors_as_unavailable
-def suggestions_for(query: str, *, corpus: str | None = None, k: int = 5, encoder: str | None = None) -> SuggestResult:
-    """Suggestions for what the visitor has typed so far."""
+def suggestions_for(
+    query: str,
+    *,
+    corpus: str | None = None,
+    k: int = 5,
+    encoder: str | None = None,
+    tags: Sequence[str] | None = None,
+) -> SuggestResult:
+    """Suggestions for what the visitor has typed so far; with `tags` (normalised), only pairs with any of them."""
     started = time.perf_counter()
     entry = resolve_corpus(corpus)
     key, is_fallback = resolve_encoder(entry, encoder)
     spec, model = _serving_encoder(entry, key, load=bool(query.strip()))
     suggestions: list[Suggestion] = []
     if model is not None:
-        space = serving_space(entry.live[key])
-        suggestions = rank(space, query, embed=lambda text: embed_query(model, text), k=k)
+        space = serving_space(entry.live[key], synonyms=entry.controls.synonyms)
+        only = space.pair_filter(tags) if tags is not None else None
+        rules = entry.controls.rules_for(query)
+        # Room for the hidden pairs, so that hiding one still leaves k suggestions.
+        room = k + sum(len(rule.hides) for rule in rules)
+        suggestions = rank(space, query, embed=lambda text: embed_query(model, text), k=room, only=only)
+        if rules:
+            suggestions = apply_rules(space, suggestions, rules, k=k, only=only)
+        suggestions = suggestions[:k]
     took_ms = (time.perf_counter() - started) * 1000
     return SuggestResult(query, entry, spec, suggestions, round(took_ms, 2), is_fallback)
 

@@ -32,7 +32,7 @@ from .forms import SuggestForm
 from .links import link_url
 from .popular import popular_suggestions
 from .rate_limit import seconds_until_allowed
-from .search import SearchError, SuggestResult, corpus_list, resolve_corpus, suggestions_for
+from .search import SearchError, SuggestResult, corpus_list, corpus_tags, resolve_corpus, suggestions_for
 
 OPENAPI_DESCRIPTION = Path(__file__).with_name("openapi.json")
 
@@ -72,6 +72,8 @@ def _page_context(form: SuggestForm) -> dict[str, Any]:
         "corpus": entry,
         "encoders": _encoder_choices(entry) if entry else [],
         "selected_encoder": data.get("encoder") or "",
+        "topic_choices": corpus_tags(entry) if entry else [],
+        "selected_tags": ",".join(data.get("tags") or ()),
         "max_query_length": app_settings().max_query_length,
         "events": app_settings().events,
         "settle_ms": round(app_settings().settle_seconds * 1000),
@@ -83,7 +85,9 @@ def _suggest(form: SuggestForm, *, public_only: bool = True, authorization: str 
     data = form.cleaned_data
     entry = resolve_corpus(data["corpus"] or None, public_only=public_only)
     require_access(entry, authorization=authorization)
-    return suggestions_for(data["q"], corpus=entry.slug, k=data["k"], encoder=data["encoder"] or None)
+    return suggestions_for(
+        data["q"], corpus=entry.slug, k=data["k"], encoder=data["encoder"] or None, tags=data["tags"]
+    )
 
 
 @require_GET
@@ -133,7 +137,7 @@ def suggest_partial(request: HttpRequest) -> HttpResponse:
 
 
 def api_suggest(request: HttpRequest) -> HttpResponse:
-    """GET /api/suggest?q=&corpus=&k=&encoder=&highlight= (see README for the contract), with CORS and the rate limit.
+    """GET /api/suggest?q=&corpus=&k=&encoder=&tags=&highlight= (see README), with CORS and the rate limit.
 
     The fast-path middleware calls it before the session and auth middleware; without that
     middleware the URL reaches it the usual way and answers the same.
@@ -157,7 +161,7 @@ def _api_answer(request: HttpRequest) -> JsonResponse:
     except TooManyFieldsSent:
         # Django's own 400 page would be HTML; an API client reads JSON.
         return InertJsonResponse(
-            {"error": "Too many query parameters: send only q, corpus, k, encoder and highlight."}, status=400
+            {"error": "Too many query parameters: send only q, corpus, k, encoder, tags and highlight."}, status=400
         )
     if not form.is_valid():
         return InertJsonResponse({"error": form.error_message()}, status=400)
@@ -179,6 +183,7 @@ def _api_answer(request: HttpRequest) -> JsonResponse:
                 {"id": s.id, "question": s.question, "answer": s.answer, "score": s.score}
                 | ({"url": url} if (url := link_url(s.url)) else {})
                 | ({"highlight": match_spans(typed, s.question)} if typed else {})
+                | ({"pinned": True} if s.pinned else {})
                 for s in result.suggestions
             ],
             "took_ms": result.took_ms,

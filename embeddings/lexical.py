@@ -29,6 +29,7 @@ from .plain_arrays import (
     unflatten_groups,
     unpack_strings,
 )
+from .synonyms import NO_SYNONYMS, SynonymMap
 from .typed_query import TypedQuery, tokenize
 
 # Resolution of the score histogram used to select the best matches (see LexicalIndex.top).
@@ -73,8 +74,15 @@ class _Word:
 class LexicalIndex:
     """In-memory inverted index over short texts with prefix and typo-tolerant matching."""
 
-    def __init__(self, ids: Sequence[int], texts: Sequence[str], *, params: LexicalParams | None = None) -> None:
-        """Index `texts`, each identified by the matching entry of `ids`."""
+    def __init__(
+        self,
+        ids: Sequence[int],
+        texts: Sequence[str],
+        *,
+        params: LexicalParams | None = None,
+        synonyms: SynonymMap = NO_SYNONYMS,
+    ) -> None:
+        """Index `texts`, each identified by the matching entry of `ids`, with the words `synonyms` add."""
         if len(ids) != len(texts):
             raise ValueError(f"ids and texts differ in length ({len(ids)} != {len(texts)})")
         self.params = params or LexicalParams()
@@ -83,7 +91,7 @@ class LexicalIndex:
         if len(self._position) != len(self._ids):
             raise ValueError("ids must be unique")
         tokens = [tokenize(t) for t in texts]
-        docs = [sorted(set(words)) for words in tokens]
+        docs = [sorted(set(synonyms.expand(words))) for words in tokens]
         self._build_postings(docs)
         self._build_dense_columns()
         self._build_length_factors([len(words) for words in tokens])

@@ -7,6 +7,7 @@ or altered file, or one built by another encoder, is refused with a message that
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -27,6 +28,11 @@ HNSW_KIND = "hnsw-sq8"
 _HNSW_KINDS = frozenset({"hnsw", HNSW_KIND})
 FORMAT_VERSION = 1
 _HEADER_LENGTH = struct.Struct("<I")
+# A subset up to this share of an index is searched exactly, in a copy of its own vectors: scanning
+# a small copy costs less than walking the graph, and a graph walk that may return only a few
+# members finds too few of a small subset. A larger subset is searched in place, its members
+# picked out by a bitmap as the walk (or scan) goes, so it needs no copy.
+EXACT_SUBSET_SHARE = 0.25
 
 
 class IndexFileError(Exception):
@@ -71,6 +77,20 @@ def _check_vectors(vectors: np.ndarray, dimension: int) -> np.ndarray:
     if vectors.ndim != 2 or vectors.shape[1] != dimension:
         raise IndexMismatchError(f"Expected vectors of shape (n, {dimension}), got {tuple(vectors.shape)}.")
     return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class VectorSubset:
+    """Some of an index's vectors (a tag filter's pairs), searched without the others: see VectorIndex.subset."""
+
+    ids: np.ndarray  # the members' ids, in the order of `exact`'s rows when there is one
+    exact: Any = None  # a flat index over a copy of the members' vectors (small subsets)
+    params: Any = None  # faiss search parameters whose selector picks the members (large subsets)
+    # What `params` points to (the selector's bits, inner parameters): faiss does not own them.
+    keep: tuple[Any, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.ids)
 
 
 class VectorIndex:
@@ -147,13 +167,84 @@ class VectorIndex:
         """All ids in insertion order."""
         return faiss.vector_to_array(self._index.id_map).astype(np.int64)
 
-    def search(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
-        """Top-k (id, cosine) pairs for one query vector, best first."""
+    def search(self, query: np.ndarray, k: int, *, subset: VectorSubset | None = None) -> list[tuple[int, float]]:
+        """Top-k (id, cosine) pairs for one query vector, best first; among `subset`'s members only when given."""
+        if subset is not None:
+            return self._search_subset(query, k, subset)
         if k <= 0 or self.count == 0:
             return []
         matrix = _check_vectors(query.reshape(1, -1), self.dimension)
         scores, ids = self._index.search(matrix, min(k, self.count))
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i != -1]
+
+    def subset(self, ids: Sequence[int] | np.ndarray) -> VectorSubset:
+        """A subset of the indexed ids (every one must be indexed), prepared once for many searches."""
+        members = np.unique(np.asarray(ids, dtype=np.int64))
+        if not len(members):
+            return VectorSubset(ids=members)
+        positions = self._positions_of(members)
+        if len(members) <= EXACT_SUBSET_SHARE * self.count:
+            exact = faiss.IndexFlatIP(self.dimension)
+            exact.add(self.vectors(members.tolist()))
+            return VectorSubset(ids=members, exact=exact)
+        bitmap = np.zeros((self.count + 7) // 8, dtype=np.uint8)
+        np.bitwise_or.at(bitmap, positions >> 3, np.left_shift(1, positions & 7).astype(np.uint8))
+        selector = faiss.IDSelectorBitmap(self.count, faiss.swig_ptr(bitmap))
+        params, inner = self._selecting_params(selector)
+        return VectorSubset(ids=members, params=params, keep=(bitmap, selector, *inner))
+
+    def _selecting_params(self, selector: Any) -> tuple[Any, tuple[Any, ...]]:
+        """Search parameters for the index inside the id map that keep only `selector`'s positions.
+
+        Given to the inner index, not the id map: the id map would hand the selector its own ids,
+        and its refinement step passes no selector down to the graph.
+        """
+        graph = self._graph()
+        if graph is None:
+            params = faiss.SearchParameters()
+            params.sel = selector
+            return params, ()
+        walk: Any = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # absent from faiss's stubs
+        walk.sel = selector
+        walk.efSearch = int(graph.hnsw.efSearch)
+        if self.kind != HNSW_KIND:
+            return walk, ()
+        refine = faiss.IndexRefineSearchParameters()
+        inner: Any = faiss.downcast_index(self._index.index)
+        refine.k_factor = float(inner.k_factor)
+        refine.base_index_params = walk
+        return refine, (walk,)
+
+    def _search_subset(self, query: np.ndarray, k: int, subset: VectorSubset) -> list[tuple[int, float]]:
+        k = min(k, len(subset))
+        if k <= 0:
+            return []
+        matrix = _check_vectors(query.reshape(1, -1), self.dimension)
+        if subset.exact is not None:
+            scores, rows = subset.exact.search(matrix, k)
+            found = rows[0] >= 0
+            return list(zip(subset.ids[rows[0][found]].tolist(), scores[0][found].tolist(), strict=True))
+        scores, positions = faiss.downcast_index(self._index.index).search(matrix, k, params=subset.params)
+        found = positions[0] >= 0
+        return list(zip(self._id_array[positions[0][found]].tolist(), scores[0][found].tolist(), strict=True))
+
+    @functools.cached_property
+    def _id_array(self) -> np.ndarray:
+        return self.ids()
+
+    @functools.cached_property
+    def _id_order(self) -> np.ndarray:
+        return np.argsort(self._id_array, kind="stable")
+
+    def _positions_of(self, ids: np.ndarray) -> np.ndarray:
+        """Where each id sits in the index (insertion order); IndexMismatchError for an id not indexed."""
+        order = self._id_order
+        found = np.searchsorted(self._id_array, ids, sorter=order)
+        found = np.minimum(found, len(order) - 1)
+        positions = order[found]
+        if not np.array_equal(self._id_array[positions], ids):
+            raise IndexMismatchError("A subset names ids that are not in the index.")
+        return positions.astype(np.int64)
 
     def similarities(self, query: np.ndarray, ids: Sequence[int]) -> np.ndarray:
         """Cosine of the query with each given id (ids must be in the index)."""

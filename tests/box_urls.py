@@ -16,7 +16,7 @@ HOST_PAGE = engines["django"].from_string(
 <title>Example Ltd – help</title></head>
 <body><main><h1>How can we help?</h1>
 {% load autocomplete %}
-{% autocomplete_box corpus="box" label="Search our help" placeholder="e.g. cancel my plan" tags="help" %}
+{% autocomplete_box corpus="box" label="Search our help" placeholder="e.g. cancel my plan" %}
 </main></body>
 </html>"""
 )

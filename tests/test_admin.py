@@ -23,7 +23,7 @@ from autocomplete import jobs
 from autocomplete.conf import app_settings
 from autocomplete.exporting import neutralise_cell
 from autocomplete.ingest import ingest_parsed, plan_ingest
-from autocomplete.models import ApiKey, Corpus, IndexBuild, IngestJob, QAPair
+from autocomplete.models import ApiKey, Corpus, IndexBuild, IngestJob, QAPair, Rule, RuleAnswer, Synonym
 from autocomplete.parsing import parse_qa_file
 from autocomplete.uploads import upload_dir
 
@@ -512,3 +512,135 @@ def test_the_corpus_admin_sets_the_no_answer_hand_off_and_refuses_other_schemes(
     assert response.status_code == 302
     small_corpus.refresh_from_db()
     assert (small_corpus.handoff_text, small_corpus.handoff_url) == (text, "https://example.com/contact")
+
+
+# --- the owner's controls (autocomplete/controls.py) ----------------------------------------------
+
+
+def test_synonyms_import_from_csv_apply_at_once_and_export_back(admin_client: Client, db: None, minilm) -> None:
+    from .test_controls import tagged_csv
+
+    corpus = Corpus.objects.create(name="Tagged", slug="tagged", default_encoder="minilm")
+    ingest_parsed(corpus, parse_qa_file(tagged_csv(), filename="faq.csv"), encoder_key="minilm")
+    Synonym.objects.create(corpus=corpus, terms="old, older")
+    before = admin_client.get("/api/suggest", {"q": "receipts", "corpus": "tagged"}).json()["suggestions"]
+    assert all(s["question"] != "Where can I download my invoices?" for s in before)
+    data = b'terms,one_way_to\r\n"invoices, receipts",\r\nphone,mobile\r\n'
+    response = admin_client.post(
+        "/admin/autocomplete/synonym/import/",
+        {"corpus": corpus.pk, "replace": "on", "file": SimpleUploadedFile("s.csv", data, "text/csv")},
+    )
+    assert response.status_code == 302
+    assert sorted(corpus.synonyms.values_list("terms", "one_way_to")) == [
+        ("invoices, receipts", ""),
+        ("phone", "mobile"),
+    ]
+    after = admin_client.get("/api/suggest", {"q": "receipts", "corpus": "tagged"}).json()["suggestions"]
+    assert after[0]["question"] == "Where can I download my invoices?"
+    exported = admin_client.post(
+        "/admin/autocomplete/synonym/",
+        {"action": "export_csv_action", "_selected_action": list(corpus.synonyms.values_list("pk", flat=True))},
+    )
+    assert exported["Content-Type"].startswith("text/csv")
+    assert exported.content.decode() == 'terms,one_way_to\r\n"invoices, receipts",\r\nphone,mobile\r\n'
+
+
+def test_a_bad_synonyms_file_writes_nothing_and_says_why(admin_client: Client, db: None) -> None:
+    corpus = Corpus.objects.create(name="X", slug="x", default_encoder="minilm")
+    response = admin_client.post(
+        "/admin/autocomplete/synonym/import/",
+        {"corpus": corpus.pk, "file": SimpleUploadedFile("s.csv", b"words\nwifi\n", "text/csv")},
+    )
+    assert response.status_code == 200
+    assert "needs a header row with a &#x27;terms&#x27; column" in response.content.decode()
+    assert not Synonym.objects.exists()
+
+
+def test_a_rule_made_in_the_admin_pins_at_once_and_refuses_other_corpora_pairs(
+    admin_client: Client, small_corpus: Corpus
+) -> None:
+    other = Corpus.objects.create(name="Other", slug="other", default_encoder="minilm")
+    stranger = QAPair.objects.create(corpus=other, question="Not here?", answer="No.")
+    app = QAPair.objects.get(corpus=small_corpus, question="Is there a mobile app?")
+    form = {
+        "corpus": small_corpus.pk,
+        "match": "prefix",
+        "text": "How do",
+        "answers-TOTAL_FORMS": "1",
+        "answers-INITIAL_FORMS": "0",
+        "answers-0-pair": stranger.pk,
+        "answers-0-action": "pin",
+        "answers-0-position": "1",
+    }
+    refused = admin_client.post("/admin/autocomplete/rule/add/", form)
+    assert refused.status_code == 200 and "This pair belongs to another corpus" in refused.content.decode()
+    assert not Rule.objects.exists()
+    bad_dates = form | {"answers-0-pair": app.pk, "starts_at_0": "2026-01-02", "starts_at_1": "00:00:00"}
+    bad_dates |= {"ends_at_0": "2026-01-01", "ends_at_1": "00:00:00"}
+    assert (
+        "The end must come after the start."
+        in admin_client.post("/admin/autocomplete/rule/add/", bad_dates).content.decode()
+    )
+    assert admin_client.post("/admin/autocomplete/rule/add/", form | {"answers-0-pair": app.pk}).status_code == 302
+    first = admin_client.get("/api/suggest", {"q": "how do i reset", "corpus": "small"}).json()["suggestions"][0]
+    assert (first["question"], first["pinned"]) == ("Is there a mobile app?", True)
+    listed = admin_client.get("/admin/autocomplete/rule/").content.decode()
+    assert "1 pinned, 0 hidden" in listed
+
+
+def test_controls_export_with_the_corpus(admin_client: Client, small_corpus: Corpus) -> None:
+    Synonym.objects.create(corpus=small_corpus, terms="app, application")
+    rule = Rule.objects.create(corpus=small_corpus, text="refund", match="contains")
+    app = QAPair.objects.get(corpus=small_corpus, question="Is there a mobile app?")
+    RuleAnswer.objects.create(rule=rule, pair=app, action="hide")
+    response = admin_client.post(
+        "/admin/autocomplete/corpus/", {"action": "export_controls_action", "_selected_action": [small_corpus.pk]}
+    )
+    assert response["Content-Disposition"] == 'attachment; filename="small-controls.json"'
+    assert json.loads(response.content) == {
+        "format": 1,
+        "corpus": "small",
+        "synonyms": [{"terms": "app, application", "one_way_to": ""}],
+        "rules": [
+            {
+                "match": "contains",
+                "text": "refund",
+                "starts_at": None,
+                "ends_at": None,
+                "answers": [{"action": "hide", "position": 1, "id": "", "question": "Is there a mobile app?"}],
+            }
+        ],
+    }
+
+
+def test_a_controls_export_imports_into_another_corpus(admin_client: Client, small_corpus: Corpus) -> None:
+    Synonym.objects.create(corpus=small_corpus, terms="app, application")
+    rule = Rule.objects.create(corpus=small_corpus, text="refund", match="contains")
+    for question, action in (("Is there a mobile app?", "pin"), ("How do I delete my account?", "hide")):
+        RuleAnswer.objects.create(
+            rule=rule, pair=QAPair.objects.get(corpus=small_corpus, question=question), action=action
+        )
+    exported = admin_client.post(
+        "/admin/autocomplete/corpus/", {"action": "export_controls_action", "_selected_action": [small_corpus.pk]}
+    ).content
+    copy = Corpus.objects.create(name="Copy", slug="copy", default_encoder="minilm")
+    QAPair.objects.create(corpus=copy, question="IS THERE A MOBILE APP", answer="Yes.")
+    response = admin_client.post(
+        "/admin/autocomplete/rule/import/",
+        {"corpus": copy.pk, "file": SimpleUploadedFile("c.json", exported, "application/json")},
+        follow=True,
+    )
+    page = response.content.decode()
+    assert "1 synonym entries and 1 rules imported into copy." in page
+    assert "1 answers name questions copy lacks: How do I delete my account?" in page
+    (imported,) = copy.rules.all()
+    assert [(a.pair.question, a.action) for a in imported.answers.all()] == [("IS THERE A MOBILE APP", "pin")]
+    assert list(copy.synonyms.values_list("terms", flat=True)) == ["app, application"]
+    refused = admin_client.post(
+        "/admin/autocomplete/rule/import/",
+        {"corpus": copy.pk, "file": SimpleUploadedFile("c.json", b'{"format": 9}', "application/json")},
+    )
+    assert (
+        "This is not a controls export of format 1: export it again. Nothing was written." in refused.content.decode()
+    )
+    assert copy.rules.count() == 1

@@ -391,3 +391,30 @@ def test_a_backup_taken_while_an_ingest_job_commits_is_a_snapshot(
     report = restore_into_fresh_deployment(tmp_path / "backup", env)
     assert "pairs: 10\nlive builds: small/minilm (10 vectors)" in report
     assert served_in(env) == before
+
+
+def test_a_restore_brings_back_the_corpus_controls(small_corpus: Corpus, client: Client, tmp_path: Path) -> None:
+    from autocomplete.catalog import announce_catalog_change
+    from autocomplete.exporting import corpus_controls
+    from autocomplete.models import Rule, RuleAnswer, Synonym
+
+    Synonym.objects.create(corpus=small_corpus, terms="receipts", one_way_to="invoices")
+    rule = Rule.objects.create(corpus=small_corpus, text="mobile", match="contains")
+    RuleAnswer.objects.create(rule=rule, pair=QAPair.objects.get(question="How do I contact support?"))
+    announce_catalog_change()
+
+    def answers() -> tuple[str | None, bool]:
+        found = client.get("/api/suggest", {"q": "receipts", "corpus": "small"}).json()["suggestions"]
+        pinned = client.get("/api/suggest", {"q": "mobile", "corpus": "small"}).json()["suggestions"][0]
+        return (found[0]["question"] if found else None), pinned.get("pinned", False)
+
+    assert answers() == ("Where can I download my invoices?", True)
+    exported = corpus_controls(small_corpus)
+    backup_to(tmp_path / "backup")
+    Synonym.objects.all().delete()
+    Rule.objects.all().delete()
+    announce_catalog_change()
+    assert answers() == (None, False)
+    restore_from(tmp_path / "backup", force=True)
+    assert corpus_controls(Corpus.objects.get(slug="small")) == exported
+    assert answers() == ("Where can I download my invoices?", True)

@@ -86,9 +86,10 @@ def test_an_encoder_that_cannot_load_is_refused_before_any_work(
 @needs_data
 def test_corpus_questions_and_typed_queries_are_distinct() -> None:
     rows = corpus_rows(DATA_DIR, limit=500)
-    questions = [question.lower() for question, _ in rows]
+    questions = [question.lower() for question, _, _ in rows]
     assert len(rows) == 500 and len(set(questions)) == 500
-    assert all(answer for _, answer in rows)
+    assert all(answer for _, answer, _ in rows)
+    assert {tag for _, _, tag in rows} == {"medquad"}  # the first dataset's name tags its pairs
     queries = held_out_queries(DATA_DIR)
     assert len(queries) > 1000 and len(set(queries)) == len(queries)
 
@@ -114,6 +115,10 @@ def test_bench_smoke_run_reports_every_figure(tmp_path: Path) -> None:
         assert figures["memory"]["workers"] >= 1 and figures["memory"]["rss_mb_per_worker"] > 0
     assert report["baseline"]["memory"]["workers"] == 1
     assert set(report["ratios"]) >= {"p50_ms", "p99_ms", "requests_per_second", "ingest_pairs_per_second"}
-    assert set(report["targets"]) == {"p50", "p99", "rps_at_8", "ingest", "cold_start", "memory"}
+    assert set(report["targets"]) == {"p50", "p99", "rps_at_8", "ingest", "cold_start", "memory", "filtered"}
+    filtered = report["ours"]["filtered"]
+    assert set(filtered["runs"]) == {"unfiltered", "small", "large"}
+    assert all(run["requests"] > 0 and run["errors"] == 0 for run in filtered["runs"].values())
+    assert set(filtered["p50_ratio"]) == {"small", "large"}
     assert chart.read_bytes().startswith(b"\x89PNG")
     assert "| p50 ms, one typist |" in format_bench(report)

@@ -167,3 +167,27 @@ def test_cut_keeps_at_least_one_character() -> None:
     assert cut("abcdefgh", 0.25) == "ab"
     assert cut("abc", 0.1) == "a"
     assert cut("abc", 1.0) == "abc"
+
+
+def test_synonyms_are_measured_with_and_without(files: dict[str, Path], tmp_path: Path, minilm: Encoder) -> None:
+    queries = write_csv(
+        tmp_path / "q.csv", ["query", "target_id"], [("my receipts", "a2"), ("phone application", "a4")]
+    )
+    synonyms = write_csv(tmp_path / "s.csv", ["terms", "one_way_to"], [("receipts", "invoices"), ("phone", "mobile")])
+    files = files | {"queries": queries}
+    report = evaluate(files, "--synonyms", str(synonyms), "--fractions", "1.0")
+    assert report["synonyms"]["entries"] == 2
+    assert set(report["synonyms"]["without"]) >= FIELDS
+    # "receipts" appears in no question: only the synonym lets the lexical side find the invoices.
+    assert report["mrr"]["1.0"] >= report["synonyms"]["without"]["mrr"]["1.0"]
+    out = StringIO()
+    call_command(
+        "evaluate",
+        *("--corpus-csv", str(files["corpus"]), "--queries-csv", str(queries), "--encoder", "minilm"),
+        *("--cache-dir", str(files["cache"]), "--synonyms", str(synonyms)),
+        stdout=out,
+    )
+    assert [line.split()[0] for line in out.getvalue().splitlines()[2:4]] == ["synonyms", "hybrid"]
+    bad = write_csv(tmp_path / "bad.csv", ["words"], [("wifi",)])
+    with pytest.raises(CommandError, match="'terms' column"):
+        evaluate(files, "--synonyms", str(bad))

@@ -174,7 +174,7 @@ def test_more_parameters_than_django_parses_is_a_client_error(warm_client: Clien
     _checker(warm_client, surface)("&".join(f"p{i}=1" for i in range(too_many)))
     if surface == "api":
         body = warm_client.get("/api/suggest?" + "&".join(f"p{i}=1" for i in range(too_many))).json()
-        assert body == {"error": "Too many query parameters: send only q, corpus, k, encoder and highlight."}
+        assert body == {"error": "Too many query parameters: send only q, corpus, k, encoder, tags and highlight."}
 
 
 def test_a_lone_surrogate_is_read_as_a_replacement_character(warm_client: Client) -> None:

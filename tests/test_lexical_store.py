@@ -15,6 +15,7 @@ from autocomplete import builds, lexical_store, search
 from autocomplete.conf import app_settings
 from autocomplete.models import Corpus, QAPair
 from embeddings.lexical import LexicalIndex
+from embeddings.synonyms import SynonymMap
 
 from .conftest import SMALL_FAQ
 
@@ -153,3 +154,14 @@ def test_the_file_is_versioned_by_its_format_constant_not_by_source_code(monkeyp
     monkeypatch.setattr(lexical_store, "LEXICAL_FORMAT", lexical_store.LEXICAL_FORMAT + 1)
     # A new format is never read from an older file: serving processes rebuild it once.
     assert lexical_store.lexical_file("c--minilm--0.faiss", ids, questions) != path
+
+
+def test_synonyms_name_their_own_file_and_are_in_what_it_holds() -> None:
+    ids, questions = [1, 2], ["Is the wifi down?", "Is there a mobile app?"]
+    synonyms = SynonymMap.build([(["wifi", "wireless"], [])])
+    plain = lexical_store.lexical_file("c--minilm--0.faiss", ids, questions)
+    assert lexical_store.lexical_file("c--minilm--0.faiss", ids, questions, synonyms=synonyms) != plain
+    lexical_store.lexical_index_for("c--minilm--0.faiss", ids, questions, synonyms=synonyms)
+    read = lexical_store.lexical_index_for("c--minilm--0.faiss", ids, questions, synonyms=synonyms)
+    assert read.search("wireless", limit=2) == [(1, 1.0)]
+    assert lexical_store.lexical_index_for("c--minilm--0.faiss", ids, questions).search("wireless", limit=2) == []

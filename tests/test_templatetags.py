@@ -31,13 +31,13 @@ def test_the_filter_output_is_not_escaped_twice_in_a_template() -> None:
 def test_the_box_tag_renders_the_page_box_for_one_corpus(small_corpus: Corpus) -> None:
     template = Template(
         '{% load autocomplete %}{% autocomplete_box corpus="small" encoder="minilm" label="Ask us" '
-        'placeholder=example tags="billing|account" %}'
+        'placeholder=example tags="billing,account" %}'
     )
     html = template.render(Context({"example": "e.g. <invoices>"}))
     assert '<input type="hidden" name="corpus" value="small">' in html
     assert '<input type="hidden" name="encoder" value="minilm">' in html
     assert '<label for="q">Ask us</label>' in html and 'placeholder="e.g. &lt;invoices&gt;"' in html
-    assert 'data-tags="billing|account"' in html
+    assert 'data-tags="billing,account"' in html
     assert f'hx-get="{reverse("autocomplete:suggest")}"' in html
     assert f'action="{reverse("autocomplete:search")}"' in html
     assert "/static/autocomplete/combobox.js" in html and "/static/autocomplete/box.css" in html

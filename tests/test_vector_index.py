@@ -204,3 +204,33 @@ def test_spherical_kmeans_finds_weighted_unit_centroids() -> None:
     assert sorted(int(np.argmax(c)) for c in centroids) == [0, 1, 2]
     with pytest.raises(ValueError, match="k-means needs"):
         spherical_kmeans(points[:2], 3)
+
+
+@pytest.mark.parametrize("ann_threshold", [10**9, 50])
+@pytest.mark.parametrize("share", [0.05, 0.2, 0.6, 1.0])
+def test_subset_search_returns_only_members_and_their_exact_best(ann_threshold: int, share: float) -> None:
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((400, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = np.arange(400) * 7 + 3
+    index = VectorIndex.build(vectors, ids, encoder="t", dimension=16, ann_threshold=ann_threshold)
+    members = ids[rng.random(400) < share] if share < 1 else ids
+    subset = index.subset(members[::-1])  # any order
+    assert len(subset) == len(members)
+    query = vectors[5]
+    found = index.search(query, 10, subset=subset)
+    assert len(found) == 10 and {i for i, _ in found} <= set(members.tolist())
+    truth = sorted(members.tolist(), key=lambda i: -float(vectors[(i - 3) // 7] @ query))[:10]
+    # Small subsets are searched exactly; large ones through the graph, which may miss one.
+    assert len({i for i, _ in found} & set(truth)) >= (10 if share <= 0.25 or index.kind == "flat" else 8)
+    scores = [s for _, s in found]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_an_empty_subset_finds_nothing_and_unknown_ids_are_refused() -> None:
+    vectors = np.eye(4, dtype=np.float32)
+    index = VectorIndex.build(vectors, [1, 2, 3, 4], encoder="t", dimension=4, ann_threshold=100)
+    assert index.search(vectors[0], 3, subset=index.subset([])) == []
+    assert index.search(vectors[0], 3, subset=index.subset([2])) == [(2, 0.0)]
+    with pytest.raises(IndexMismatchError, match="not in the index"):
+        index.subset([2, 9])

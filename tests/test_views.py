@@ -236,7 +236,7 @@ def test_suggest_form_shares_its_fields_and_still_validates_each_request_alone()
     bad, good = SuggestForm({"q": "x", "k": "99"}), SuggestForm({"q": "refund", "k": "3"})
     assert bad.fields is good.fields  # not deep-copied per keystroke
     assert not bad.is_valid() and good.is_valid()
-    assert good.cleaned_data == {"q": "refund", "corpus": "", "encoder": "", "k": 3, "highlight": False}
+    assert good.cleaned_data == {"q": "refund", "corpus": "", "encoder": "", "k": 3, "highlight": False, "tags": None}
     assert bad.error_message() == "k: Ensure this value is less than or equal to 20."
 
 

@@ -19,7 +19,9 @@ from typing import Any
 import numpy as np
 
 from embeddings.encoders import Encoder
+from embeddings.lexical import LexicalIndex
 from embeddings.ranking import DEFAULT as DEFAULT_RANKING
+from embeddings.synonyms import NO_SYNONYMS, SynonymMap
 from embeddings.vector_index import VectorIndex, set_threads
 
 from ..conf import app_settings
@@ -105,7 +107,10 @@ def corpus_vectors(encoder: Encoder, questions: Sequence[str], *, cache_dir: Pat
     return vectors
 
 
-def build_space(encoder: Encoder, corpus: EvalCorpus, *, cache_dir: Path | None) -> SearchSpace:
+def build_space(
+    encoder: Encoder, corpus: EvalCorpus, *, cache_dir: Path | None, synonyms: SynonymMap = NO_SYNONYMS
+) -> SearchSpace:
+    """The corpus ready to rank, as a live build would serve it (with the corpus's synonyms, if any)."""
     vectors = corpus_vectors(encoder, corpus.questions, cache_dir=cache_dir)
     ids = list(range(len(corpus.questions)))
     index = VectorIndex.build(
@@ -116,7 +121,22 @@ def build_space(encoder: Encoder, corpus: EvalCorpus, *, cache_dir: Path | None)
         ann_threshold=app_settings().ann_threshold,
         hnsw=app_settings().hnsw,
     )
-    return SearchSpace(index, zip(ids, corpus.questions, corpus.answers, [""] * len(ids), strict=True))
+    return SearchSpace(
+        index,
+        zip(ids, corpus.questions, corpus.answers, [""] * len(ids), strict=True),
+        lexical=lambda pks, texts: LexicalIndex(pks, texts, synonyms=synonyms),
+        synonyms=synonyms,
+    )
+
+
+def with_synonyms(space: SearchSpace, synonyms: SynonymMap) -> SearchSpace:
+    """The same vectors and texts with the lexical index built with `synonyms`."""
+    return SearchSpace(
+        space.index,
+        zip(space.ids, space.questions, space.answers, space.urls, strict=True),
+        lexical=lambda pks, texts: LexicalIndex(pks, texts, synonyms=synonyms),
+        synonyms=synonyms,
+    )
 
 
 def cut(query: str, fraction: float) -> str:
@@ -321,6 +341,8 @@ class EvaluationRequest:
     offtopic: Sequence[str] | None = None
     blend_ceiling: bool = False
     latency: bool = False
+    # Synonyms to measure: the report's figures are with them, `synonyms.without` without them.
+    synonyms: SynonymMap = NO_SYNONYMS
 
 
 def evaluation_report(
@@ -342,6 +364,12 @@ def evaluation_report(
         "n_corpus": len(corpus.questions),
         **results["hybrid"],
     }
+    if request.synonyms:
+        plain = with_synonyms(space, NO_SYNONYMS)
+        report["synonyms"] = {
+            "entries": len(request.synonyms.adds),
+            "without": evaluate(plain, encoder, queries, k=k, fractions=fractions, progress=stderr_progress("plain")),
+        }
     if request.baselines:
         report["baselines"] = {"semantic": results["semantic"], "lexical": results["lexical"]}
         report["lexical_baseline"] = LEXICAL_BASELINE

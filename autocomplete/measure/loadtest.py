@@ -101,8 +101,18 @@ def _typist(port: int, offset: int, start_at: float, seconds: float) -> tuple[in
     return len(latencies), errors, latencies
 
 
-def replay_paired(paths: Sequence[str], *, ports: Sequence[int], seconds: float, block: int = 100) -> list[LoadResult]:
+def replay_paired(
+    paths: Sequence[str],
+    *,
+    ports: Sequence[int],
+    seconds: float,
+    block: int = 100,
+    suffixes: Sequence[str] | None = None,
+) -> list[LoadResult]:
     """One typist typing the same prefixes into each server in turn; one result per port, in order.
+
+    With `suffixes` (one per port), each path sent to a port ends with that port's suffix: the same
+    server listed twice with "" and "&tags=x" compares unfiltered and filtered requests alike.
 
     The prefixes go in blocks of `block` requests: a block to one server, the same block to the
     next, and so on, the first server of each round rotating. Every server thus answers the same
@@ -114,6 +124,9 @@ def replay_paired(paths: Sequence[str], *, ports: Sequence[int], seconds: float,
     """
     if not paths or not ports or block < 1:
         raise ValueError("replay_paired() needs request paths, ports and a positive block.")
+    endings = list(suffixes) if suffixes is not None else [""] * len(ports)
+    if len(endings) != len(ports):
+        raise ValueError("replay_paired() needs one suffix per port.")
     connections = [http.client.HTTPConnection("127.0.0.1", port, timeout=30) for port in ports]
     latencies: list[list[float]] = [[] for _ in ports]
     errors = [0] * len(ports)
@@ -125,7 +138,7 @@ def replay_paired(paths: Sequence[str], *, ports: Sequence[int], seconds: float,
         for turn in range(len(ports)):
             server = (round_number + turn) % len(ports)
             for path in chunk:
-                latency, ok = _send(connections[server], path)
+                latency, ok = _send(connections[server], path + endings[server])
                 latencies[server].append(latency)
                 errors[server] += 0 if ok else 1
         start += block

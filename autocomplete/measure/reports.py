@@ -13,6 +13,9 @@ def format_evaluation(report: dict[str, Any], fractions: Sequence[float]) -> str
     """The evaluation report as the table `manage.py evaluate` prints."""
     lines: list[str] = []
     results = {"hybrid": report, **report.get("baselines", {})}
+    if "synonyms" in report:
+        # The served ranking with the synonyms, then without them.
+        results = {"synonyms": report, "hybrid": report["synonyms"]["without"], **report.get("baselines", {})}
     lines.append(
         f"encoder {report['encoder']}, k={report['k']}, {report['n_queries']} queries, "
         f"{report['n_corpus']} corpus questions"
@@ -30,7 +33,7 @@ def format_evaluation(report: dict[str, Any], fractions: Sequence[float]) -> str
         cells = "".join(f"{ceiling['hit_at_k'][str(f)]:>10.3f}" for f in fractions)
         lines.append(f"{'ceiling':<10}{cells}{ceiling['mean_hit_at_k']:>8.3f}  (best lexical share per prefix)")
     lines.append(f"{'no suggestion (hybrid, share of queries)':<45}" + "".join(f"{f:>7g}" for f in fractions))
-    rows = [("answerable queries (should be 0)", results["hybrid"]["no_suggestion"])]
+    rows = [("answerable queries (should be 0)", report["no_suggestion"])]
     if "offtopic" in report:
         rows.append(
             (
@@ -83,6 +86,21 @@ def format_bench(report: dict[str, Any]) -> str:
         f"| {ratio['rss_mb_per_worker']} | {met['memory']} |",
         f"| workers | {ours['memory']['workers']} | {base['memory']['workers']} | | |",
     ]
+    filtered = ours.get("filtered")
+    if filtered:
+        # Ratios to unfiltered requests on the same server, paired prefix by prefix.
+        lines += [
+            "",
+            "| tags=, one typist, ours | p50 ms | p99 ms | p50 / unfiltered | target met |",
+            "|---|---|---|---|---|",
+        ]
+        for name, run in filtered["runs"].items():
+            tags = filtered["tags"].get(name, "(none)")
+            share = filtered["p50_ratio"].get(name, 1.0)
+            lines.append(
+                f"| {name}: {tags} | {run['p50_ms']} | {run['p99_ms']} | {share} | "
+                f"{met.get('filtered', '') if name != 'unfiltered' else ''} |"
+            )
     if report.get("chart"):
         lines.append(f"chart: {report['chart']}")
     return "\n".join(lines)

@@ -138,6 +138,13 @@
       if (status) status.textContent = "Answer shown below: " + question;
     }
 
+    // A box embedded with data-tags="a,b" asks only for suggestions with one of those tags, unless
+    // the form already names tags (the search page's topic select).
+    document.body.addEventListener("htmx:configRequest", function (event) {
+      if (event.detail.elt !== input || !input.dataset.tags) return;
+      if (!event.detail.parameters.tags) event.detail.parameters.tags = input.dataset.tags;
+    });
+
     // A response for an older query must never replace the list for a newer one.
     document.body.addEventListener("htmx:beforeSwap", function (event) {
       if (event.detail.target !== popup) return;

@@ -9,6 +9,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from autocomplete.conf import app_settings
+from autocomplete.controls import SynonymFileError, synonym_map_from_csv
 from autocomplete.encoder_registry import encoder_registry
 from autocomplete.measure.evaluation import (
     DEFAULT_FRACTIONS,
@@ -22,6 +23,7 @@ from autocomplete.measure.evaluation import (
 )
 from autocomplete.measure.reports import format_evaluation
 from embeddings.encoders import EncoderError
+from embeddings.synonyms import NO_SYNONYMS
 
 
 def _fractions(text: str) -> list[float]:
@@ -71,6 +73,12 @@ class Command(BaseCommand):
             action="store_true",
             help="Also report hit@k with each prefix choosing its own lexical share (0-1): bounds any re-weighting.",
         )
+        parser.add_argument(
+            "--synonyms",
+            type=Path,
+            default=None,
+            help="A synonyms CSV (terms, one_way_to) as the admin imports it: report with and without them.",
+        )
         parser.add_argument("--json", action="store_true", help="One JSON object on stdout.")
         parser.add_argument(
             "--cache-dir",
@@ -90,11 +98,14 @@ class Command(BaseCommand):
             corpus = load_corpus(options["corpus_csv"], options["distractors_csv"])
             queries = load_queries(options["queries_csv"], corpus, split=options["split"])
             offtopic = load_offtopic(options["offtopic"]) if options["offtopic"] else None
-        except (EncoderError, EvaluationDataError, OSError) as exc:
+            synonyms = synonym_map_from_csv(options["synonyms"].read_bytes()) if options["synonyms"] else NO_SYNONYMS
+        except (EncoderError, EvaluationDataError, SynonymFileError, OSError) as exc:
             raise CommandError(str(exc)) from exc
         if not queries:
             raise CommandError(f"No queries in split '{options['split']}'.")
-        space = build_space(encoder, corpus, cache_dir=options["cache_dir"] or conf.var_dir / "eval-cache")
+        space = build_space(
+            encoder, corpus, cache_dir=options["cache_dir"] or conf.var_dir / "eval-cache", synonyms=synonyms
+        )
         request = EvaluationRequest(
             encoder_key=key,
             k=options["k"],
@@ -103,6 +114,7 @@ class Command(BaseCommand):
             offtopic=offtopic,
             blend_ceiling=options["blend_ceiling"],
             latency=options["latency"],
+            synonyms=synonyms,
         )
         report = evaluation_report(space, encoder, corpus, queries, request)
         self.stdout.write(json.dumps(report) if options["json"] else format_evaluation(report, fractions))
