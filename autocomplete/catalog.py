@@ -21,7 +21,7 @@ from django.core.cache import caches
 from django.db import DatabaseError
 
 from .conf import app_settings
-from .models import Corpus, IndexBuild
+from .models import Corpus, IndexBuild, QueryEncoder
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,15 @@ class LiveBuild:
 
 
 @dataclass(frozen=True)
+class LiveQueryEncoder:
+    """A corpus's live query encoder for one encoder (autocomplete/query_encoders.py)."""
+
+    id: int
+    directory: str
+    vector_space: str  # the corpus encoder's, when it was trained: it serves only while that holds
+
+
+@dataclass(frozen=True)
 class CorpusEntry:
     id: int
     slug: str
@@ -44,6 +53,8 @@ class CorpusEntry:
     live: dict[str, LiveBuild] = field(default_factory=dict)
     # Served only through /api/suggest, to a request with an API key for it (autocomplete/api_keys.py).
     is_private: bool = False
+    # By encoder key; an encoder without one embeds queries itself.
+    query_encoders: dict[str, LiveQueryEncoder] = field(default_factory=dict)
 
     def serving_encoder(self, fallback: str | None) -> str | None:
         """The encoder that answers when a request names none."""
@@ -141,6 +152,12 @@ def _read_catalog(change_token: str | None) -> Catalog:
         "id", "corpus_id", "encoder", "file_name", "dimension", "vector_count", "kind"
     ):
         live.setdefault(build["corpus_id"], {})[build["encoder"]] = LiveBuild(**build)
+    query_encoders: dict[int, dict[str, LiveQueryEncoder]] = {}
+    rows = QueryEncoder.objects.filter(is_live=True).values("id", "corpus_id", "encoder", "directory", "vector_space")
+    for row in rows:
+        query_encoders.setdefault(row["corpus_id"], {})[row["encoder"]] = LiveQueryEncoder(
+            row["id"], row["directory"], row["vector_space"]
+        )
     corpora = {
         corpus.slug: CorpusEntry(
             id=corpus.pk,
@@ -149,6 +166,7 @@ def _read_catalog(change_token: str | None) -> Catalog:
             default_encoder=corpus.default_encoder,
             live=live.get(corpus.pk, {}),
             is_private=corpus.is_private,
+            query_encoders=query_encoders.get(corpus.pk, {}),
         )
         for corpus in Corpus.objects.order_by("name")
     }

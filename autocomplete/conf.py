@@ -24,7 +24,12 @@ from embeddings.vector_index import HNSWOptions
 
 _DEFAULT_VAR_DIR = Path("var")
 # Folders of var_dir, unless set apart: setting var_dir alone moves them all.
-_VAR_FOLDERS = {"onnx_dir": "onnx", "index_dir": "indexes", "upload_dir": "uploads"}
+_VAR_FOLDERS = {
+    "onnx_dir": "onnx",
+    "index_dir": "indexes",
+    "upload_dir": "uploads",
+    "query_encoder_dir": "query-encoders",
+}
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,13 @@ class AutocompleteSettings:
     job_stale_seconds: float = 120.0
     # Pause after each embedding batch, leaving CPU to serving on a shared machine.
     job_batch_pause_seconds: float = 0.0
+    # Trained query encoders (embeddings/query_encoder.py), one folder each.
+    query_encoder_dir: Path = _DEFAULT_VAR_DIR / "query-encoders"
+    # Training steps of `train_query_encoder` and the admin's action, unless given.
+    query_encoder_steps: int = 100
+    # After an ingest adds, changes or removes at least this share of a corpus's questions, its live
+    # query encoders are trained again as a job; 0 never does.
+    query_encoder_retrain_share: float = 0.2
     # Unconfirmed upload previews (and their files) are dropped after this long.
     preview_ttl_seconds: float = 24 * 3600.0
     # Limit suggestion requests (the API and the search box's partial) per client address; the

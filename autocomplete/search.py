@@ -33,6 +33,7 @@ from .conf import app_settings
 from .encoder_registry import encoder_registry
 from .lexical_store import lexical_index_for
 from .models import IndexBuild, QAPair
+from .query_encoders import query_encoder_for
 
 logger = logging.getLogger(__name__)
 
@@ -358,7 +359,8 @@ def suggestions_for(query: str, *, corpus: str | None = None, k: int = 5, encode
     suggestions: list[Suggestion] = []
     if model is not None:
         space = live_space(entry.live[key])
-        suggestions = rank(space, query, embed=lambda text: embed_query(model, text), k=k)
+        queries = query_encoder_for(entry, key, model)
+        suggestions = rank(space, query, embed=lambda text: embed_query(queries, text), k=k)
     took_ms = (time.perf_counter() - started) * 1000
     return SuggestResult(query, entry, spec, suggestions, round(took_ms, 2), is_fallback)
 
