@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 from django.db import transaction
+from django.db.models.signals import post_delete
+from django.dispatch import receiver
 
 from embeddings.encoders import Encoder, EncoderError, local_model_dir
 from embeddings.query_encoder import QueryEncoderError, TrainingConfig, load_query_encoder, train_query_encoder
@@ -98,10 +100,16 @@ def train_for_corpus(
 
 
 def remove_superseded(corpus: Corpus, encoder_key: str) -> None:
-    """Delete the folders and rows of query encoders no longer live for this corpus and encoder."""
+    """Delete the rows (and so the folders) of query encoders no longer live for this corpus and encoder."""
     for old in QueryEncoder.objects.filter(corpus=corpus, encoder=encoder_key, is_live=False):
-        shutil.rmtree(app_settings().query_encoder_dir / old.directory, ignore_errors=True)
         old.delete()
+
+
+@receiver(post_delete, sender=QueryEncoder)
+def _delete_folder_with_record(*, instance: QueryEncoder, **kwargs: object) -> None:
+    # After commit: a rolled-back delete (of its corpus, say) must not lose a folder still in use.
+    folder = app_settings().query_encoder_dir / instance.directory
+    transaction.on_commit(lambda: shutil.rmtree(folder, ignore_errors=True))
 
 
 def stale_reason(record: QueryEncoder) -> str | None:

@@ -33,7 +33,7 @@ from .conf import app_settings
 from .encoder_registry import encoder_registry
 from .lexical_store import lexical_index_for
 from .models import IndexBuild, QAPair
-from .query_encoders import query_encoder_for
+from .query_encoders import forget_loaded_query_encoders, query_encoder_for
 
 logger = logging.getLogger(__name__)
 
@@ -236,10 +236,11 @@ def _index_unavailable(reason: str) -> IndexUnavailableError:
 
 
 def forget_loaded() -> None:
-    """Drop this process's loaded search spaces and catalog: the next request reads them afresh."""
+    """Drop this process's loaded search spaces, query encoders and catalog: the next request reads them afresh."""
     with _spaces_lock:
         _spaces.clear()
         _failed.clear()
+    forget_loaded_query_encoders()
     invalidate_catalog()
 
 
