@@ -208,7 +208,7 @@ def trained_query_encoder(tmp_path_factory: pytest.TempPathFactory, model_dir: P
     """A query encoder trained for minilm's served vectors, a few real steps, once per session."""
     directory = tmp_path_factory.getbasetemp() / "query-encoders" / "trained"
     targets = minilm.encode(QUERY_ENCODER_QUESTIONS)
-    config = TrainingConfig(steps=6, batch_size=16, learning_rate=1e-4, seed=3)
+    config = TrainingConfig(steps=6, batch_size=16, learning_rate=5e-5, seed=3)
     train_query_encoder(model_dir, QUERY_ENCODER_QUESTIONS, targets, directory, config=config)
     return directory
 
