@@ -12,7 +12,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.test import Client
 
-from autocomplete import search
+from autocomplete import jobs, search
 from autocomplete.catalog import catalog, invalidate_catalog
 from autocomplete.ingest import ingest_parsed
 from autocomplete.models import Corpus, IngestJob, QueryEncoder
@@ -27,7 +27,7 @@ from autocomplete.query_encoders import (
 from embeddings.encoders import Encoder
 from embeddings.query_encoder import read_manifest_result
 
-from .conftest import faq_csv
+from .conftest import SMALL_FAQ, faq_csv
 
 pytestmark = pytest.mark.django_db
 
@@ -126,6 +126,24 @@ def test_an_ingest_that_changes_enough_retrains(small_corpus: Corpus, configure:
     assert changed_enough(small_corpus, 2)
     configure(QUERY_ENCODER_RETRAIN_SHARE=0)
     assert not changed_enough(small_corpus, 10)
+
+
+def test_an_upload_that_changes_enough_trains_the_live_query_encoder_again(
+    small_corpus: Corpus, minilm: Encoder, trained_query_encoder: Path, tmp_path: Path, configure: Callable[..., None]
+) -> None:
+    configure(QUERY_ENCODER_STEPS=1, QUERY_ENCODER_RETRAIN_SHARE=0.2)
+    old = register(small_corpus, trained_query_encoder, tmp_path, vector_space=minilm.vector_space)
+    added = [("Do you offer student discounts?", "Yes, 30 %."), ("Can I pause my plan?", "Yes, for 3 months.")]
+    data = faq_csv(SMALL_FAQ + added + [("Is my data encrypted?", "Yes, at rest and in transit.")])
+    upload = jobs.confirm_upload(
+        jobs.create_upload_preview(data, filename="faq.csv", corpus=small_corpus, mode="merge", encoders=["minilm"])
+    )
+    assert upload.status == "succeeded", upload.error
+    retrain = IngestJob.objects.get(kind="query-encoder")
+    assert upload.report["query_encoder_jobs"] == [retrain.pk] and retrain.status == "succeeded", retrain.error
+    live = QueryEncoder.objects.get(corpus=small_corpus, is_live=True)
+    assert live.pk != old.pk and live.questions == 13
+    assert not QueryEncoder.objects.filter(pk=old.pk).exists()
 
 
 def test_the_command_refuses_what_it_cannot_train(small_corpus: Corpus, tmp_path: Path) -> None:
