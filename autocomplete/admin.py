@@ -26,7 +26,7 @@ from django.utils.html import format_html
 from django.utils.http import urlencode
 from django.views.decorators.http import require_POST
 
-from . import analytics, api_keys, gaps, health, jobs, reachability
+from . import analytics, api_keys, gaps, health, jobs, query_encoders, reachability
 from .catalog import announce_catalog_change
 from .conf import app_settings
 from .controls import SynonymFileError, parse_synonym_csv, synonym_csv_rows
@@ -41,6 +41,7 @@ from .models import (
     IndexBuild,
     IngestJob,
     QAPair,
+    QueryEncoder,
     ReachabilityAudit,
     Rule,
     RuleAnswer,
@@ -111,7 +112,7 @@ class CorpusAdmin(AnnouncesControlChanges, admin.ModelAdmin[Corpus]):
     search_fields = ["name", "slug"]
     change_list_template = "admin/autocomplete/corpus/change_list.html"
     change_form_template = "admin/autocomplete/corpus/change_form.html"
-    actions = ["reindex_action", "export_csv_action", "export_controls_action"]
+    actions = ["reindex_action", "query_encoder_action", "export_csv_action", "export_controls_action"]
     inlines = [SynonymInline]
 
     @admin.display(description="QA pairs")
@@ -159,6 +160,14 @@ class CorpusAdmin(AnnouncesControlChanges, admin.ModelAdmin[Corpus]):
                     f"The {encoder} index needs a re-index: {problem}. Choose “Re-index selected corpora with an "
                     "encoder” on the corpus list to repair it.",
                 )
+            for record in corpus.query_encoders.filter(is_live=True):
+                reason = query_encoders.stale_reason(record)
+                if reason:
+                    messages.warning(
+                        request,
+                        f"The {record.encoder} query encoder is not used: {reason}. Choose “Train a query encoder "
+                        "for selected corpora” on the corpus list to train it again.",
+                    )
         return super().change_view(request, object_id, form_url, {**(extra_context or {}), "job_history": history})
 
     def _context(self, request: HttpRequest, title: str, **extra: Any) -> dict[str, Any]:
@@ -348,6 +357,17 @@ class CorpusAdmin(AnnouncesControlChanges, admin.ModelAdmin[Corpus]):
             action_checkbox_name=ACTION_CHECKBOX_NAME,
         )
         return TemplateResponse(request, "admin/autocomplete/corpus/reindex.html", context)
+
+    @admin.action(description="Train a query encoder for selected corpora", permissions=["change"])
+    def query_encoder_action(self, request: HttpRequest, queryset: QuerySet[Corpus]) -> None:
+        """Queue training for each corpus's default encoder, as a background job with progress."""
+        for corpus in queryset:
+            key = corpus.default_encoder
+            if not corpus.index_builds.filter(encoder=key, is_live=True).exists():
+                messages.error(request, f"{corpus.slug} has no live {key} index: re-index it first.")
+                continue
+            job = jobs.create_query_encoder_job(corpus, encoder=key, user=request.user)
+            messages.info(request, f"Training a {key} query encoder for {corpus.slug} queued as job {job.pk}.")
 
     @admin.action(description="Export selected corpus as CSV", permissions=["view"])
     def export_csv_action(self, request: HttpRequest, queryset: QuerySet[Corpus]) -> HttpResponseBase | None:
@@ -641,6 +661,38 @@ class QAPairAdmin(admin.ModelAdmin[QAPair]):
 class IndexBuildAdmin(admin.ModelAdmin[IndexBuild]):
     list_display = ["corpus", "encoder", "is_live", "kind", "vector_count", "created_at", "build_seconds"]
     list_filter = ["corpus", "encoder", "is_live"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(QueryEncoder)
+class QueryEncoderAdmin(admin.ModelAdmin[QueryEncoder]):
+    """Trained query encoders; whether each is used, and why not when it is stale."""
+
+    list_display = [
+        "corpus",
+        "encoder",
+        "is_live",
+        "state",
+        "questions",
+        "steps",
+        "loss_before",
+        "loss_after",
+        "identity_cosine",
+        "created_at",
+    ]
+    list_filter = ["corpus", "encoder", "is_live"]
+
+    @admin.display(description="State")
+    def state(self, record: QueryEncoder) -> str:
+        if not record.is_live:
+            return "superseded"
+        reason = query_encoders.stale_reason(record)
+        return f"stale: {reason}" if reason else "used for queries"
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -10,4 +10,4 @@ class AutocompleteConfig(AppConfig):
 
     def ready(self) -> None:
         # Connect the signal receivers and system checks these modules define.
-        from . import builds, checks, conf  # noqa: F401
+        from . import builds, checks, conf, query_encoders  # noqa: F401

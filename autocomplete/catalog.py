@@ -23,7 +23,7 @@ from django.db import DatabaseError
 from .conf import app_settings
 from .controls import NO_CONTROLS, CorpusControls, read_controls
 from .links import link_url
-from .models import Corpus, IndexBuild
+from .models import Corpus, IndexBuild, QueryEncoder
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,15 @@ class LiveBuild:
 
 
 @dataclass(frozen=True)
+class LiveQueryEncoder:
+    """A corpus's live query encoder for one encoder (autocomplete/query_encoders.py)."""
+
+    id: int
+    directory: str
+    vector_space: str  # the corpus encoder's, when it was trained: it serves only while that holds
+
+
+@dataclass(frozen=True)
 class CorpusEntry:
     id: int
     slug: str
@@ -53,6 +62,8 @@ class CorpusEntry:
     handoff_url: str = ""
     # Synonyms and rules, compiled (autocomplete/controls.py).
     controls: CorpusControls = NO_CONTROLS
+    # By encoder key; an encoder without one embeds queries itself.
+    query_encoders: dict[str, LiveQueryEncoder] = field(default_factory=dict)
 
     def serving_encoder(self, fallback: str | None) -> str | None:
         """The encoder that answers when a request names none."""
@@ -151,6 +162,12 @@ def _read_catalog(change_token: str | None) -> Catalog:
     ):
         live.setdefault(build["corpus_id"], {})[build["encoder"]] = LiveBuild(**build)
     controls = read_controls()
+    query_encoders: dict[int, dict[str, LiveQueryEncoder]] = {}
+    rows = QueryEncoder.objects.filter(is_live=True).values("id", "corpus_id", "encoder", "directory", "vector_space")
+    for row in rows:
+        query_encoders.setdefault(row["corpus_id"], {})[row["encoder"]] = LiveQueryEncoder(
+            row["id"], row["directory"], row["vector_space"]
+        )
     corpora = {
         corpus.slug: CorpusEntry(
             id=corpus.pk,
@@ -162,6 +179,7 @@ def _read_catalog(change_token: str | None) -> Catalog:
             handoff_text=corpus.handoff_text,
             handoff_url=link_url(corpus.handoff_url),
             controls=controls.get(corpus.pk, NO_CONTROLS),
+            query_encoders=query_encoders.get(corpus.pk, {}),
         )
         for corpus in Corpus.objects.order_by("name")
     }

@@ -29,6 +29,7 @@ _VAR_FOLDERS = {
     "index_dir": "indexes",
     "index_cache_dir": "index-cache",
     "upload_dir": "uploads",
+    "query_encoder_dir": "query-encoders",
 }
 
 
@@ -96,6 +97,13 @@ class AutocompleteSettings:
     job_auto_retries: int = 1
     # A job whose corpus another job is ingesting stays queued and is tried again after this long.
     job_busy_retry_seconds: float = 5.0
+    # Trained query encoders (embeddings/query_encoder.py), one folder each.
+    query_encoder_dir: Path = _DEFAULT_VAR_DIR / "query-encoders"
+    # Training steps of `train_query_encoder` and the admin's action, unless given.
+    query_encoder_steps: int = 100
+    # After an ingest adds, changes or removes at least this share of a corpus's questions, its live
+    # query encoders are trained again as a job; 0 never does.
+    query_encoder_retrain_share: float = 0.2
     # Unconfirmed upload previews (and their files) are dropped after this long.
     preview_ttl_seconds: float = 24 * 3600.0
     # Limit suggestion requests (the API and the search box's partial) per client address; the

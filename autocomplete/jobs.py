@@ -31,8 +31,9 @@ from .builds import IndexWriteError, remove_orphan_files
 from .conf import app_settings
 from .corpus_locks import corpus_lock, corpus_lock_free, uses_advisory_locks
 from .ingest import Plan, ingest_mode, ingest_parsed, plan_ingest, reindex, withheld_removal_note
-from .models import Corpus, IngestJob
+from .models import Corpus, IngestJob, QueryEncoder
 from .parsing import FIELD_ALIASES, ParsedFile, parse_qa_file
+from .query_encoders import changed_enough, train_for_corpus
 from .uploads import delete_upload, read_upload, remove_stale_temp_files, remove_stale_uploads, store_upload
 
 logger = logging.getLogger(__name__)
@@ -139,6 +140,18 @@ def create_reindex_job(corpus: Corpus, *, encoder: str, user: Any = None) -> Ing
     """Queue a rebuild of the corpus's index for one encoder."""
     job = IngestJob.objects.create(
         kind=IngestJob.Kind.REINDEX,
+        corpus=corpus,
+        encoders=[encoder],
+        status=Status.PREVIEW,
+        created_by=user if getattr(user, "pk", None) else None,
+    )
+    return _enqueue(job)
+
+
+def create_query_encoder_job(corpus: Corpus, *, encoder: str, user: Any = None) -> IngestJob:
+    """Queue training a query encoder for the corpus's `encoder` index (autocomplete/query_encoders.py)."""
+    job = IngestJob.objects.create(
+        kind=IngestJob.Kind.QUERY_ENCODER,
         corpus=corpus,
         encoders=[encoder],
         status=Status.PREVIEW,
@@ -325,7 +338,7 @@ def _run(job: IngestJob) -> str:
     started = time.monotonic()
     try:
         cleanup_stale_files()
-        report = _run_upload(job, tracker) if job.kind == IngestJob.Kind.UPLOAD else _run_reindex(job, tracker)
+        report = _RUNNERS[IngestJob.Kind(job.kind)](job, tracker)
     except JobCancelledError:
         tracker.flush(check_cancel=False)
         delete_upload(job.stored_file)
@@ -356,6 +369,19 @@ def _failure_text(exc: Exception) -> str:
 
 
 def _run_upload(job: IngestJob, tracker: ProgressTracker) -> dict[str, Any]:
+    """An upload, then training its live query encoders again when it changed the corpus enough."""
+    report = _ingest_upload(job, tracker)
+    changed = report["added"] + report["updated"] + report["removed"]
+    corpus = Corpus.objects.filter(jobs__pk=job.pk).first()  # set by the ingest for a new corpus
+    if corpus is not None and changed_enough(corpus, changed):
+        live = QueryEncoder.objects.filter(corpus=corpus, is_live=True).values_list("encoder", flat=True)
+        report["query_encoder_jobs"] = [
+            create_query_encoder_job(corpus, encoder=key, user=job.created_by).pk for key in sorted(live)
+        ]
+    return report
+
+
+def _ingest_upload(job: IngestJob, tracker: ProgressTracker) -> dict[str, Any]:
     parsed = parse_qa_file(read_upload(job.stored_file), filename=job.original_name)
     tracker("parsed", len(parsed.rows) + len(parsed.rejected), len(parsed.rows) + len(parsed.rejected))
     corpus = job.corpus or Corpus.objects.filter(slug=job.new_corpus_slug).first()
@@ -394,6 +420,28 @@ def _run_reindex(job: IngestJob, tracker: ProgressTracker) -> dict[str, Any]:
     }
 
 
+def _run_query_encoder(job: IngestJob, tracker: ProgressTracker) -> dict[str, Any]:
+    assert job.corpus is not None
+    record = train_for_corpus(job.corpus, encoder_key=job.encoders[0], progress=tracker)
+    return {
+        "encoders": [record.encoder],
+        "query_encoder": {
+            "questions": record.questions,
+            "steps": record.steps,
+            "loss_before": record.loss_before,
+            "loss_after": record.loss_after,
+            "identity_cosine": record.identity_cosine,
+        },
+    }
+
+
+_RUNNERS = {
+    IngestJob.Kind.UPLOAD: _run_upload,
+    IngestJob.Kind.REINDEX: _run_reindex,
+    IngestJob.Kind.QUERY_ENCODER: _run_query_encoder,
+}
+
+
 def _finish(job: IngestJob, status: str, **fields: Any) -> None:
     IngestJob.objects.filter(pk=job.pk).update(status=status, finished_at=timezone.now(), **fields)
 
@@ -406,6 +454,8 @@ class ProgressTracker:
         "embedded": ("rows_embedded", "embed_total"),
         "indexing": ("rows_indexed", "index_total"),
         "indexed": ("rows_indexed", "index_total"),
+        # A query encoder's training steps count where an upload's indexed rows do.
+        "training": ("rows_indexed", "index_total"),
     }
 
     def __init__(self, job: IngestJob) -> None:
@@ -516,6 +566,9 @@ def job_progress(job: IngestJob) -> JobProgress:
     """Percent done, elapsed time and an estimate of the time left."""
     if job.status == Status.SUCCEEDED:
         fraction = 1.0
+    elif job.kind == IngestJob.Kind.QUERY_ENCODER:
+        # Embedding the corpus (mostly stored vectors) is quick beside the training steps.
+        fraction = 0.05 * _share(job.rows_embedded, job.embed_total) + 0.95 * _share(job.rows_indexed, job.index_total)
     else:
         fraction = 0.0
         for done_field, total_field, weight in _WEIGHTS:
@@ -533,6 +586,10 @@ def job_progress(job: IngestJob) -> JobProgress:
     return JobProgress(
         int(fraction * 100 + 1e-9), round(elapsed, 1), None if remaining is None else round(remaining, 1)
     )
+
+
+def _share(done: int, total: int) -> float:
+    return min(done / total, 1.0) if total else 0.0
 
 
 # --- housekeeping --------------------------------------------------------------------------------

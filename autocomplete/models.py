@@ -176,12 +176,52 @@ class IndexBuild(models.Model):
         return f"{self.corpus.slug}/{self.encoder} #{self.pk} ({state}, {self.vector_count} vectors)"
 
 
+class QueryEncoder(models.Model):
+    """A query encoder trained for a corpus's encoder (embeddings/query_encoder.py); one live per pair.
+
+    It answers that corpus's queries only while the corpus encoder still produces the vectors it
+    was trained to meet (`vector_space`): after the encoder or its export changes, it is stale and
+    the corpus encoder answers alone until it is trained again.
+    """
+
+    corpus = models.ForeignKey(Corpus, on_delete=models.CASCADE, related_name="query_encoders")
+    encoder = models.CharField(max_length=50, help_text="The corpus encoder it was trained for.")
+    vector_space = models.CharField(max_length=200, help_text="That encoder's vectors when it was trained.")
+    content_sha256 = models.CharField(max_length=64, help_text="SHA-256 of the questions it was trained on.")
+    directory = models.CharField(max_length=300, help_text="Folder name in AUTOCOMPLETE_QUERY_ENCODER_DIR.")
+    questions = models.PositiveIntegerField(help_text="Distinct questions trained on, extra files included.")
+    extra_files = models.JSONField(default=list, blank=True, help_text="Question files added to the corpus's own.")
+    steps = models.PositiveIntegerField()
+    seed = models.IntegerField()
+    loss_before = models.FloatField(help_text="Contrastive loss on prefixes of the questions before training.")
+    loss_after = models.FloatField()
+    identity_cosine = models.FloatField(help_text="Mean cosine of complete questions to their stored vectors.")
+    train_seconds = models.FloatField(default=0)
+    is_live = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["corpus", "encoder"],
+                condition=Q(is_live=True),
+                name="one_live_query_encoder_per_corpus_encoder",
+            )
+        ]
+
+    def __str__(self) -> str:
+        state = "live" if self.is_live else "old"
+        return f"{self.corpus.slug}/{self.encoder} query encoder #{self.pk} ({state})"
+
+
 class IngestJob(models.Model):
-    """One upload (or re-index) of a corpus, run in the background, with its progress and report."""
+    """One upload (or re-index, or query encoder training) of a corpus, run in the background, with its progress."""
 
     class Kind(models.TextChoices):
         UPLOAD = "upload", "Upload"
         REINDEX = "reindex", "Re-index"
+        QUERY_ENCODER = "query-encoder", "Train query encoder"
 
     class Status(models.TextChoices):
         PREVIEW = "preview", "Awaiting confirmation"

@@ -37,6 +37,7 @@ from .encoder_registry import encoder_registry
 from .index_storage import in_place_path, index_storage, is_local
 from .lexical_store import lexical_index_for
 from .models import IndexBuild, QAPair
+from .query_encoders import forget_loaded_query_encoders, query_encoder_for
 
 logger = logging.getLogger(__name__)
 
@@ -325,11 +326,12 @@ def _index_unavailable(reason: str) -> IndexUnavailableError:
 
 
 def forget_loaded() -> None:
-    """Drop this process's loaded search spaces and catalog: the next request reads them afresh."""
+    """Drop this process's loaded search spaces, query encoders and catalog: the next request reads them afresh."""
     with _spaces_lock:
         _spaces.clear()
         _failed.clear()
         _last_loaded.clear()
+    forget_loaded_query_encoders()
     invalidate_catalog()
 
 
@@ -507,7 +509,8 @@ def suggestions_for(
         rules = entry.controls.rules_for(query)
         # Room for the hidden pairs, so that hiding one still leaves k suggestions.
         room = k + sum(len(rule.hides) for rule in rules)
-        suggestions = rank(space, query, embed=lambda text: embed_query(model, text), k=room, only=only)
+        queries = query_encoder_for(entry, key, model)
+        suggestions = rank(space, query, embed=lambda text: embed_query(queries, text), k=room, only=only)
         if rules:
             suggestions = apply_rules(space, suggestions, rules, k=k, only=only)
         suggestions = suggestions[:k]

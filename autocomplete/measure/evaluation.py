@@ -8,18 +8,28 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from embeddings.encoders import Encoder
+from embeddings.encoders import Encoder, local_model_dir
 from embeddings.lexical import LexicalIndex
+from embeddings.query_encoder import (
+    QUERY_ENCODER_FORMAT,
+    TrainingConfig,
+    load_query_encoder,
+    read_manifest,
+    read_manifest_result,
+    train_query_encoder,
+)
 from embeddings.ranking import DEFAULT as DEFAULT_RANKING
 from embeddings.synonyms import NO_SYNONYMS, SynonymMap
 from embeddings.vector_index import VectorIndex, set_threads
@@ -139,6 +149,45 @@ def with_synonyms(space: SearchSpace, synonyms: SynonymMap) -> SearchSpace:
     )
 
 
+@dataclass(frozen=True)
+class TrainedQueryEncoder:
+    """A query encoder trained for an evaluated corpus, and what its training recorded."""
+
+    encoder: Encoder
+    summary: dict[str, Any]
+
+
+def trained_query_encoder(
+    encoder: Encoder, corpus: EvalCorpus, *, cache_dir: Path, config: TrainingConfig
+) -> TrainedQueryEncoder:
+    """A query encoder trained on the corpus's own questions, cached by their content, encoder and recipe.
+
+    The targets are the corpus vectors the evaluation searches (the served encoder's), as a
+    deployment's are the stored ones.
+    """
+    conf = app_settings()
+    threads = conf.encoder_threads or (os.cpu_count() or 1)
+    vectors = corpus_vectors(encoder, corpus.questions, cache_dir=cache_dir)
+    recipe = json.dumps([QUERY_ENCODER_FORMAT, encoder.vector_space, asdict(config)], sort_keys=True)
+    digest = hashlib.sha256((recipe + "\n" + "\n".join(corpus.questions)).encode()).hexdigest()[:16]
+    directory = cache_dir / "query-encoders" / f"{encoder.spec.key}-{digest}"
+    if read_manifest(directory) is None:
+        print(f"training a query encoder on {len(corpus.questions)} questions ...", file=sys.stderr, flush=True)
+        base = local_model_dir(encoder.spec, allow_download=conf.allow_download)
+        train_query_encoder(
+            base, corpus.questions, vectors, directory, config=config, progress=_training_progress, threads=threads
+        )
+    result = read_manifest_result(directory)
+    model = load_query_encoder(encoder.spec, directory, backend=encoder.spec.backend, threads=threads)
+    summary = asdict(result) | {"vector_space": model.vector_space}
+    return TrainedQueryEncoder(model, summary)
+
+
+def _training_progress(step: int, steps: int, loss: float) -> None:
+    if step == steps or step % max(1, steps // 10) == 0:
+        print(f"query encoder: step {step}/{steps}, loss {loss:.4f}", file=sys.stderr, flush=True)
+
+
 def cut(query: str, fraction: float) -> str:
     """The first max(1, round(len * fraction)) characters."""
     return query[: max(1, round(len(query) * fraction))]
@@ -168,7 +217,10 @@ def evaluate(
     method: str = "hybrid",
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, object]:
-    """hit@k and MRR per fraction, their mean, and keystrokes to the first hit."""
+    """hit@k and MRR per fraction, their mean, and keystrokes to the first hit.
+
+    `encoder` embeds the queries: the corpus's encoder, or a query encoder trained for it.
+    """
     if method not in METHODS:
         raise ValueError(f"Unknown method {method!r}; one of {', '.join(METHODS)}.")
     embed = embedder(encoder, {q.text[:n] for q in queries for n in range(1, len(q.text) + 1)})
@@ -346,45 +398,61 @@ class EvaluationRequest:
 
 
 def evaluation_report(
-    space: SearchSpace, encoder: Encoder, corpus: EvalCorpus, queries: Sequence[EvalQuery], request: EvaluationRequest
+    space: SearchSpace,
+    encoder: Encoder,
+    corpus: EvalCorpus,
+    queries: Sequence[EvalQuery],
+    request: EvaluationRequest,
+    *,
+    query_encoder: TrainedQueryEncoder | None = None,
 ) -> dict[str, Any]:
-    """Every figure asked for, as the JSON report: the served ranking's at the top level."""
+    """Every figure asked for, as the JSON report: the served ranking's at the top level.
+
+    With a query encoder, the served ranking embeds queries with it; the baselines stay plain
+    (semantic and lexical as without it), and the served ranking without it and plain semantic with
+    it are added, so one run shows what it changed.
+    """
     k, fractions = request.k, request.fractions
-    methods = ["hybrid", "semantic", "lexical"] if request.baselines else ["hybrid"]
+    served = query_encoder.encoder if query_encoder else encoder
+    runs: dict[str, tuple[Encoder, str]] = {"served": (served, "hybrid")}
+    if request.baselines:
+        if query_encoder:
+            runs |= {"hybrid": (encoder, "hybrid"), "semantic+q": (served, "semantic")}
+        runs |= {"semantic": (encoder, "semantic"), "lexical": (encoder, "lexical")}
     results = {
-        method: evaluate(
-            space, encoder, queries, k=k, fractions=fractions, method=method, progress=stderr_progress(method)
-        )
-        for method in methods
+        name: evaluate(space, model, queries, k=k, fractions=fractions, method=method, progress=stderr_progress(name))
+        for name, (model, method) in runs.items()
     }
     report: dict[str, Any] = {
         "encoder": request.encoder_key,
         "k": k,
         "n_queries": len(queries),
         "n_corpus": len(corpus.questions),
-        **results["hybrid"],
+        **results.pop("served"),
     }
     if request.synonyms:
         plain = with_synonyms(space, NO_SYNONYMS)
         report["synonyms"] = {
             "entries": len(request.synonyms.adds),
-            "without": evaluate(plain, encoder, queries, k=k, fractions=fractions, progress=stderr_progress("plain")),
+            "without": evaluate(plain, served, queries, k=k, fractions=fractions, progress=stderr_progress("plain")),
         }
+    if query_encoder:
+        report["query_encoder"] = query_encoder.summary
     if request.baselines:
-        report["baselines"] = {"semantic": results["semantic"], "lexical": results["lexical"]}
+        report["baselines"] = results
         report["lexical_baseline"] = LEXICAL_BASELINE
     if request.offtopic is not None:
         report["offtopic"] = {
             "n_queries": len(request.offtopic),
-            "no_suggestion": offtopic_silence(space, encoder, request.offtopic, k=k, fractions=fractions),
+            "no_suggestion": offtopic_silence(space, served, request.offtopic, k=k, fractions=fractions),
         }
     if request.blend_ceiling:
         print("blend ceiling: ranking every prefix at each lexical share ...", file=sys.stderr, flush=True)
-        report["blend_ceiling"] = blend_ceiling(space, encoder, queries, k=k, fractions=fractions)
+        report["blend_ceiling"] = blend_ceiling(space, served, queries, k=k, fractions=fractions)
     if request.latency:
         print("timing hybrid and semantic ranking ...", file=sys.stderr, flush=True)
         # Timed as a serving worker runs (autocomplete/warmup.py): faiss on the configured
         # threads, one by default; idle OpenMP threads would otherwise blur the comparison.
         set_threads(app_settings().encoder_threads or 1)
-        report["latency"] = added_latency(space, encoder, queries, k=k, fractions=fractions)
+        report["latency"] = added_latency(space, served, queries, k=k, fractions=fractions)
     return report

@@ -12,14 +12,22 @@ from .evaluation import LEXICAL_BASELINE
 def format_evaluation(report: dict[str, Any], fractions: Sequence[float]) -> str:
     """The evaluation report as the table `manage.py evaluate` prints."""
     lines: list[str] = []
-    results = {"hybrid": report, **report.get("baselines", {})}
+    served = "hybrid+q" if "query_encoder" in report else "hybrid"
+    results = {served: report, **report.get("baselines", {})}
     if "synonyms" in report:
         # The served ranking with the synonyms, then without them.
-        results = {"synonyms": report, "hybrid": report["synonyms"]["without"], **report.get("baselines", {})}
+        results = {"synonyms": report, served: report["synonyms"]["without"], **report.get("baselines", {})}
     lines.append(
         f"encoder {report['encoder']}, k={report['k']}, {report['n_queries']} queries, "
         f"{report['n_corpus']} corpus questions"
     )
+    if "query_encoder" in report:
+        trained = report["query_encoder"]
+        lines.append(
+            f"query encoder (+q): {trained['questions']} questions, {trained['steps']} steps, seed "
+            f"{trained['config']['seed']}, loss {trained['loss_before']:.3f} -> {trained['loss_after']:.3f}, "
+            f"complete questions at cosine {trained['identity_cosine']:.3f} of their stored vectors"
+        )
     header = f"{'method':<10}" + "".join(f"{f'hit@{f:g}':>10}" for f in fractions)
     lines.append(header + f"{'mean':>8}{'MRR@1.0':>9}{'keys':>7}")
     for method, result in results.items():

@@ -20,10 +20,12 @@ from autocomplete.measure.evaluation import (
     load_corpus,
     load_offtopic,
     load_queries,
+    trained_query_encoder,
 )
 from autocomplete.measure.reports import format_evaluation
 from embeddings.encoders import EncoderError
 from embeddings.synonyms import NO_SYNONYMS
+from embeddings.query_encoder import QueryEncoderError, TrainingConfig
 
 
 def _fractions(text: str) -> list[float]:
@@ -79,6 +81,13 @@ class Command(BaseCommand):
             default=None,
             help="A synonyms CSV (terms, one_way_to) as the admin imports it: report with and without them.",
         )
+        parser.add_argument(
+            "--train-query-encoder",
+            action="store_true",
+            help="Train a query encoder on the corpus's own questions (cached) and serve queries with it.",
+        )
+        parser.add_argument("--query-encoder-steps", type=int, default=TrainingConfig.steps)
+        parser.add_argument("--seed", type=int, default=TrainingConfig.seed, help="Seed of the query encoder training.")
         parser.add_argument("--json", action="store_true", help="One JSON object on stdout.")
         parser.add_argument(
             "--cache-dir",
@@ -103,9 +112,15 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         if not queries:
             raise CommandError(f"No queries in split '{options['split']}'.")
-        space = build_space(
-            encoder, corpus, cache_dir=options["cache_dir"] or conf.var_dir / "eval-cache", synonyms=synonyms
-        )
+        cache_dir = options["cache_dir"] or conf.var_dir / "eval-cache"
+        space = build_space(encoder, corpus, cache_dir=cache_dir, synonyms=synonyms)
+        query_encoder = None
+        if options["train_query_encoder"]:
+            try:
+                config = TrainingConfig(steps=options["query_encoder_steps"], seed=options["seed"])
+                query_encoder = trained_query_encoder(encoder, corpus, cache_dir=cache_dir, config=config)
+            except (EncoderError, QueryEncoderError) as exc:
+                raise CommandError(str(exc)) from exc
         request = EvaluationRequest(
             encoder_key=key,
             k=options["k"],
@@ -116,5 +131,5 @@ class Command(BaseCommand):
             latency=options["latency"],
             synonyms=synonyms,
         )
-        report = evaluation_report(space, encoder, corpus, queries, request)
+        report = evaluation_report(space, encoder, corpus, queries, request, query_encoder=query_encoder)
         self.stdout.write(json.dumps(report) if options["json"] else format_evaluation(report, fractions))
