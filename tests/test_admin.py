@@ -501,7 +501,14 @@ def test_the_corpus_admin_sets_the_no_answer_hand_off_and_refuses_other_schemes(
     admin_client: Client, small_corpus: Corpus
 ) -> None:
     url = f"/admin/autocomplete/corpus/{small_corpus.pk}/change/"
-    fields = {"name": small_corpus.name, "slug": small_corpus.slug, "default_encoder": "minilm"}
+    fields = {
+        "name": small_corpus.name,
+        "slug": small_corpus.slug,
+        "default_encoder": "minilm",
+        # The synonyms inline's management form: without it the page is refused for that alone.
+        "synonyms-TOTAL_FORMS": "0",
+        "synonyms-INITIAL_FORMS": "0",
+    }
     text = "Can't find it? Write to our support team."
     for refused in ("javascript:alert(1)", "ftp://example.com/contact", "data:text/html,<b>x</b>"):
         response = admin_client.post(url, {**fields, "handoff_text": text, "handoff_url": refused})

@@ -24,8 +24,8 @@ from autocomplete.measure.evaluation import (
 )
 from autocomplete.measure.reports import format_evaluation
 from embeddings.encoders import EncoderError
-from embeddings.synonyms import NO_SYNONYMS
 from embeddings.query_encoder import QueryEncoderError, TrainingConfig
+from embeddings.synonyms import NO_SYNONYMS
 
 
 def _fractions(text: str) -> list[float]:
