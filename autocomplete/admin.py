@@ -17,13 +17,13 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
-from . import analytics, api_keys, health, jobs
+from . import analytics, api_keys, health, jobs, keys
 from .conf import app_settings
 from .encoder_registry import encoder_registry
 from .exporting import corpus_csv_rows
 from .forms import AnalyticsRangeForm, ReindexForm, UploadForm
 from .links import HttpURLValidator
-from .models import ApiKey, Corpus, IndexBuild, IngestJob, QAPair
+from .models import ApiKey, Corpus, IndexBuild, IngestJob, PairKey, QAPair
 from .parsing import ParseError
 
 
@@ -320,6 +320,22 @@ class IngestJobAdmin(admin.ModelAdmin[IngestJob]):
         return HttpResponseRedirect(reverse("admin:autocomplete_ingestjob_detail", args=[object_id]))
 
 
+class PairKeyInline(admin.TabularInline[PairKey, QAPair]):
+    """The pair's keys: wordings that find it besides its question (autocomplete/keys.py)."""
+
+    model = PairKey
+    extra = 0
+    fields = ["text", "source", "page_views", "created_at", "last_seen_at"]
+    readonly_fields = ["source", "page_views", "created_at", "last_seen_at"]
+    verbose_name_plural = "keys (other wordings that find this pair; removed learnt keys are not learnt again)"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[PairKey]:
+        return super().get_queryset(request).filter(removed_at__isnull=True)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # a key is added or removed; editing one would make it another key
+
+
 @admin.register(QAPair)
 class QAPairAdmin(admin.ModelAdmin[QAPair]):
     list_display = ["question", "corpus", "external_id", "is_featured", "updated_at"]
@@ -331,6 +347,21 @@ class QAPairAdmin(admin.ModelAdmin[QAPair]):
     formfield_overrides = {
         models.URLField: {"widget": AdminURLFieldWidget(validator_class=HttpURLValidator), "assume_scheme": "https"}
     }
+    inlines = [PairKeyInline]
+
+    def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
+        if formset.model is not PairKey:
+            super().save_formset(request, form, formset, change)
+            return
+        added = formset.save(commit=False)
+        for key in added:
+            # Written by the owner: kept like an imported wording, whatever the events say.
+            key.text = keys.key_text(key.text)
+            key.source = PairKey.Source.IMPORT
+            key.save()
+        keys.remove_keys(formset.deleted_objects)
+        if added:
+            keys.mark_keys_changed(form.instance.corpus_id)
 
     def formfield_for_dbfield(self, db_field: models.Field[Any, Any], request: HttpRequest, **kwargs: Any) -> Any:
         field = super().formfield_for_dbfield(db_field, request, **kwargs)

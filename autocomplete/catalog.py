@@ -33,6 +33,8 @@ class LiveBuild:
     dimension: int
     vector_count: int
     kind: str
+    # When the corpus's keys last changed ("" never): a server ranks with the keys of this version.
+    keys_version: str = ""
 
 
 @dataclass(frozen=True)
@@ -137,10 +139,13 @@ def invalidate_catalog() -> None:
 
 def _read_catalog(change_token: str | None) -> Catalog:
     live: dict[int, dict[str, LiveBuild]] = {}
+    keys_changed = dict(Corpus.objects.filter(keys_changed_at__isnull=False).values_list("id", "keys_changed_at"))
     for build in IndexBuild.objects.filter(is_live=True).values(
         "id", "corpus_id", "encoder", "file_name", "dimension", "vector_count", "kind"
     ):
-        live.setdefault(build["corpus_id"], {})[build["encoder"]] = LiveBuild(**build)
+        changed = keys_changed.get(build["corpus_id"])
+        keys_version = changed.isoformat() if changed is not None else ""
+        live.setdefault(build["corpus_id"], {})[build["encoder"]] = LiveBuild(**build, keys_version=keys_version)
     corpora = {
         corpus.slug: CorpusEntry(
             id=corpus.pk,

@@ -92,15 +92,17 @@ def hybrid_rank(
     k: int,
     params: RankingParams = DEFAULT,
     vectors: Vectors | None = None,
+    lexical_scores: npt.NDArray[np.float32] | None = None,
 ) -> list[tuple[int, float]]:
     """Return the top `k` (id, blended score) for `query`, best first, above `params.min_score`.
 
     `semantic` holds the vector index's nearest (id, cosine) pairs; `similarity(ids)` returns the
     query's cosine with any corpus ids, so lexical-only candidates are scored on both signals.
     `vectors(ids)` returns stored unit vectors, for pseudo-relevance feedback (skipped without it).
+    `lexical_scores`, when given, replaces `lexical.scores_all(query)` (raised by a pair's keys).
     """
     query = TypedQuery.of(query)
-    lexical_all = lexical.scores_all(query)
+    lexical_all = lexical.scores_all(query) if lexical_scores is None else lexical_scores
     # One selection serves both the extra candidates and the feedback texts (a pass over every
     # text's score each, per keystroke).
     best_lexical = lexical.top(lexical_all, limit=max(params.lexical_candidates, params.feedback_docs))

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from embeddings.encoders import Encoder
+from embeddings.keys import KeyIndex
 from embeddings.ranking import DEFAULT as DEFAULT_RANKING
 from embeddings.vector_index import VectorIndex, set_threads
 
@@ -117,6 +118,22 @@ def build_space(encoder: Encoder, corpus: EvalCorpus, *, cache_dir: Path | None)
         hnsw=app_settings().hnsw,
     )
     return SearchSpace(index, zip(ids, corpus.questions, corpus.answers, [""] * len(ids), strict=True))
+
+
+def learned_keys(encoder: Encoder, space: SearchSpace, learned: Sequence[EvalQuery]) -> KeyIndex:
+    """Keys from replayed choices: every learned query becomes a key of each of its targets.
+
+    Each replayed query stands for as many page views as the threshold asks, as an imported
+    wording does: a labelled set rarely repeats a query, so counting its rows would learn nothing.
+    """
+    rows = [(query.text, target) for query in learned for target in sorted(query.targets)]
+    texts = [text for text, _ in rows]
+    return KeyIndex(
+        [target for _, target in rows],
+        texts,
+        encode_queries(encoder, texts).reshape(len(texts), -1),
+        lexical_ids=space.lexical.ids,
+    )
 
 
 def cut(query: str, fraction: float) -> str:

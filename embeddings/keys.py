@@ -1,0 +1,81 @@
+"""Extra wordings of a pair ("keys"): a pair scores by its best key as well as by its question.
+
+Keys are the settled queries visitors chose a pair for, or wordings imported from a file. They are
+searched beside the question index, exactly (a matrix product over a few hundred to thousands of
+rows), and their best score per pair is merged into the candidates before the blend, so the
+ranking's cut-off still decides alone whether anything is shown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from .lexical import LexicalIndex
+from .typed_query import TypedQuery
+
+
+class KeyIndex:
+    """Key texts with their vectors, each mapped to the pair it stands for."""
+
+    def __init__(
+        self,
+        pair_ids: Sequence[int],
+        texts: Sequence[str],
+        vectors: npt.NDArray[np.floating],
+        *,
+        lexical_ids: npt.NDArray[np.int64],
+    ) -> None:
+        """`lexical_ids` are the question index's ids in its order; keys of pairs not in it are dropped."""
+        position = {int(pk): row for row, pk in enumerate(lexical_ids)}
+        kept = [row for row, pk in enumerate(pair_ids) if int(pk) in position]
+        self.texts = [texts[row] for row in kept]
+        self.pair_ids = np.asarray([int(pair_ids[row]) for row in kept], dtype=np.int64)
+        self.vectors = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32)[kept]).reshape(len(kept), -1)
+        # Where each key's pair sits in the question index's score array.
+        self.rows = np.asarray([position[int(pk)] for pk in self.pair_ids], dtype=np.int64)
+        self.pairs, self._pair_of_key = np.unique(self.pair_ids, return_inverse=True)
+        self._pair_position = {int(pk): p for p, pk in enumerate(self.pairs)}
+        self.lexical = LexicalIndex(list(range(len(kept))), self.texts)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def best_cosines(self, vector: npt.NDArray[np.floating]) -> npt.NDArray[np.float32]:
+        """Per pair of `self.pairs`, the best cosine of the query with any of its keys."""
+        best = np.full(len(self.pairs), -1.0, dtype=np.float32)
+        if len(self):
+            np.maximum.at(best, self._pair_of_key, self.vectors @ np.asarray(vector, dtype=np.float32).reshape(-1))
+        return best
+
+    def merge_nearest(
+        self, nearest: Sequence[tuple[int, float]], best: npt.NDArray[np.float32], *, limit: int
+    ) -> list[tuple[int, float]]:
+        """The question index's nearest, each pair at its best of question and keys, with the keys' best added."""
+        merged = dict(nearest)
+        for p in np.argsort(-best, kind="stable")[:limit]:
+            pk, cosine = int(self.pairs[p]), float(best[p])
+            if cosine > merged.get(pk, -1.0):
+                merged[pk] = cosine
+        return sorted(merged.items(), key=lambda item: -item[1])
+
+    def raise_similarities(
+        self, ids: Sequence[int], cosines: npt.NDArray[np.floating], best: npt.NDArray[np.float32]
+    ) -> npt.NDArray[np.float32]:
+        """`cosines` of `ids` (with their questions) raised to their keys' best where that is higher."""
+        out = np.asarray(cosines, dtype=np.float32).reshape(-1).copy()
+        for row, pk in enumerate(ids):
+            p = self._pair_position.get(int(pk))
+            if p is not None and best[p] > out[row]:
+                out[row] = best[p]
+        return out
+
+    def raise_lexical(self, scores: npt.NDArray[np.float32], query: TypedQuery) -> npt.NDArray[np.float32]:
+        """A question index's `scores_all` result with each pair raised to its best key's lexical score."""
+        if not len(self):
+            return scores
+        raised = scores.copy()
+        np.maximum.at(raised, self.rows, self.lexical.scores_all(query))
+        return raised
