@@ -16,6 +16,11 @@ import numpy.typing as npt
 from .lexical import LexicalIndex
 from .typed_query import TypedQuery
 
+# A key's words count for this share of a question's: keys are visitors' words, which often share
+# a topic's common words with other pairs' questions, so at full weight they pull wrong pairs up
+# for complete queries (docs/quality.md, "Keys").
+KEY_LEXICAL_WEIGHT = 0.5
+
 
 class KeyIndex:
     """Key texts with their vectors, each mapped to the pair it stands for."""
@@ -27,6 +32,7 @@ class KeyIndex:
         vectors: npt.NDArray[np.floating],
         *,
         lexical_ids: npt.NDArray[np.int64],
+        lexical_weight: float = KEY_LEXICAL_WEIGHT,
     ) -> None:
         """`lexical_ids` are the question index's ids in its order; keys of pairs not in it are dropped."""
         position = {int(pk): row for row, pk in enumerate(lexical_ids)}
@@ -39,6 +45,7 @@ class KeyIndex:
         self.pairs, self._pair_of_key = np.unique(self.pair_ids, return_inverse=True)
         self._pair_position = {int(pk): p for p, pk in enumerate(self.pairs)}
         self.lexical = LexicalIndex(list(range(len(kept))), self.texts)
+        self.lexical_weight = np.float32(lexical_weight)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -73,9 +80,9 @@ class KeyIndex:
         return out
 
     def raise_lexical(self, scores: npt.NDArray[np.float32], query: TypedQuery) -> npt.NDArray[np.float32]:
-        """A question index's `scores_all` result with each pair raised to its best key's lexical score."""
+        """A question index's `scores_all` result with each pair raised to its best key's weighted lexical score."""
         if not len(self):
             return scores
         raised = scores.copy()
-        np.maximum.at(raised, self.rows, self.lexical.scores_all(query))
+        np.maximum.at(raised, self.rows, self.lexical.scores_all(query) * self.lexical_weight)
         return raised
