@@ -312,6 +312,8 @@ def _with_keys(base: SearchSpace, build: LiveBuild) -> SearchSpace:
         # Keys improve answers; without them the corpus still answers as it did before it had any.
         logger.warning("The keys of corpus #%d cannot be loaded (%s): ranking without them.", build.corpus_id, exc)
         return base
+    if not rows:
+        return base
     return base.with_keys(key_index(rows, embed=lambda texts: encode_queries(encoder, texts), lexical=base.lexical))
 
 

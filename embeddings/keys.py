@@ -39,7 +39,8 @@ class KeyIndex:
         kept = [row for row, pk in enumerate(pair_ids) if int(pk) in position]
         self.texts = [texts[row] for row in kept]
         self.pair_ids = np.asarray([int(pair_ids[row]) for row in kept], dtype=np.int64)
-        self.vectors = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32)[kept]).reshape(len(kept), -1)
+        matrix = np.asarray(vectors, dtype=np.float32)
+        self.vectors = np.ascontiguousarray(matrix[kept]) if kept else np.zeros((0, matrix.shape[-1]), np.float32)
         # Where each key's pair sits in the question index's score array.
         self.rows = np.asarray([position[int(pk)] for pk in self.pair_ids], dtype=np.int64)
         self.pairs, self._pair_of_key = np.unique(self.pair_ids, return_inverse=True)

@@ -6,6 +6,7 @@ import datetime
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -150,3 +151,35 @@ def test_import_keys_adds_keys_and_says_which_line_is_wrong(
     with pytest.raises(CommandError, match="Unknown corpus 'nope'"):
         call_command("import_keys", str(good), corpus="nope")
     assert PairKey.objects.count() == 1  # nothing of a bad file is kept
+
+
+def test_the_owner_sees_and_removes_a_pairs_keys_in_the_admin(
+    admin_client: Any, small_corpus: Corpus, support: QAPair
+) -> None:
+    for _ in range(3):
+        choose(small_corpus, support, KEY)
+    learn_keys(small_corpus.pk)
+    url = f"/admin/autocomplete/qapair/{support.pk}/change/"
+    assert KEY in admin_client.get(url).content.decode()
+    key = PairKey.objects.get()
+    form = {
+        "corpus": small_corpus.pk,
+        "external_id": support.external_id,
+        "question": support.question,
+        "answer": support.answer,
+        "url": support.url,
+        "tags": support.tags,
+        "keys-TOTAL_FORMS": 1,
+        "keys-INITIAL_FORMS": 1,
+        "keys-MIN_NUM_FORMS": 0,
+        "keys-MAX_NUM_FORMS": 1000,
+        "keys-0-id": key.pk,
+        "keys-0-pair": support.pk,
+        "keys-0-DELETE": "on",
+    }
+    response = admin_client.post(url, form)
+    assert response.status_code == 302, response.content.decode()[:3000]
+    key.refresh_from_db()
+    assert key.removed_at is not None
+    assert KEY not in admin_client.get(url).content.decode()
+    assert [s.id for s in suggestions_for(PARAPHRASE, corpus="small", k=1).suggestions] != [support.pk]
