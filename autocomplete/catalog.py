@@ -138,8 +138,9 @@ def invalidate_catalog() -> None:
 
 
 def _read_catalog(change_token: str | None) -> Catalog:
+    rows = list(Corpus.objects.order_by("name"))
+    keys_changed = {corpus.pk: corpus.keys_changed_at for corpus in rows}
     live: dict[int, dict[str, LiveBuild]] = {}
-    keys_changed = dict(Corpus.objects.filter(keys_changed_at__isnull=False).values_list("id", "keys_changed_at"))
     for build in IndexBuild.objects.filter(is_live=True).values(
         "id", "corpus_id", "encoder", "file_name", "dimension", "vector_count", "kind"
     ):
@@ -155,6 +156,6 @@ def _read_catalog(change_token: str | None) -> Catalog:
             live=live.get(corpus.pk, {}),
             is_private=corpus.is_private,
         )
-        for corpus in Corpus.objects.order_by("name")
+        for corpus in rows
     }
     return Catalog(corpora=corpora, loaded_at=time.monotonic(), change_token=change_token)

@@ -167,3 +167,17 @@ def test_cut_keeps_at_least_one_character() -> None:
     assert cut("abcdefgh", 0.25) == "ab"
     assert cut("abc", 0.1) == "a"
     assert cut("abc", 1.0) == "abc"
+
+
+def test_learning_keys_from_one_split_finds_a_rewording_in_another(
+    files: dict[str, Path], tmp_path: Path, minilm: Encoder
+) -> None:
+    rows = [*QUERIES, ("my bill pdfs", "a2", "dev"), ("where are my bill pdfs", "a2", "test")]
+    queries = write_csv(tmp_path / "learn.csv", ["query", "target_id", "split"], rows)
+    files = files | {"queries": queries}
+    plain = evaluate(files, "--split", "test", "--k", "1")
+    learnt = evaluate(files, "--split", "test", "--k", "1", "--learn-from", str(queries))
+    assert learnt["mean_hit_at_k"] >= plain["mean_hit_at_k"]
+    assert learnt["hit_at_k"]["1.0"] > plain["hit_at_k"]["1.0"]
+    with pytest.raises(CommandError, match="would learn from the queries it scores"):
+        evaluate(files, "--split", "test", "--learn-from", str(queries), "--learn-split", "test")
