@@ -172,7 +172,11 @@ def test_cut_keeps_at_least_one_character() -> None:
 def test_learning_keys_from_one_split_finds_a_rewording_in_another(
     files: dict[str, Path], tmp_path: Path, minilm: Encoder
 ) -> None:
-    rows = [*QUERIES, ("my bill pdfs", "a2", "dev"), ("where are my bill pdfs", "a2", "test")]
+    rows = [
+        *QUERIES,
+        ("my phone with the authenticator app was stolen", "a1", "dev"),
+        ("stolen phone authenticator", "a1", "test"),
+    ]
     queries = write_csv(tmp_path / "learn.csv", ["query", "target_id", "split"], rows)
     files = files | {"queries": queries}
     plain = evaluate(files, "--split", "test", "--k", "1")
