@@ -36,14 +36,15 @@ class KeyIndex:
     ) -> None:
         """`lexical_ids` are the question index's ids in its order; keys of pairs not in it are dropped."""
         position = {int(pk): row for row, pk in enumerate(lexical_ids)}
-        kept = [row for row, pk in enumerate(pair_ids) if int(pk) in position]
+        # Kept keys sorted by pair, so a pair's best key is one `reduceat` over its run of keys.
+        kept = sorted((row for row, pk in enumerate(pair_ids) if int(pk) in position), key=lambda r: int(pair_ids[r]))
         self.texts = [texts[row] for row in kept]
         self.pair_ids = np.asarray([int(pair_ids[row]) for row in kept], dtype=np.int64)
         matrix = np.asarray(vectors, dtype=np.float32)
         self.vectors = np.ascontiguousarray(matrix[kept]) if kept else np.zeros((0, matrix.shape[-1]), np.float32)
-        # Where each key's pair sits in the question index's score array.
-        self.rows = np.asarray([position[int(pk)] for pk in self.pair_ids], dtype=np.int64)
-        self.pairs, self._pair_of_key = np.unique(self.pair_ids, return_inverse=True)
+        self.pairs, self._starts = np.unique(self.pair_ids, return_index=True)
+        # Where each pair sits in the question index's score array.
+        self.rows = np.asarray([position[int(pk)] for pk in self.pairs], dtype=np.int64)
         self._pair_position = {int(pk): p for p, pk in enumerate(self.pairs)}
         self.lexical = LexicalIndex(list(range(len(kept))), self.texts)
         self.lexical_weight = np.float32(lexical_weight)
@@ -53,9 +54,10 @@ class KeyIndex:
 
     def best_cosines(self, vector: npt.NDArray[np.floating]) -> npt.NDArray[np.float32]:
         """Per pair of `self.pairs`, the best cosine of the query with any of its keys."""
-        best = np.full(len(self.pairs), -1.0, dtype=np.float32)
-        if len(self):
-            np.maximum.at(best, self._pair_of_key, self.vectors @ np.asarray(vector, dtype=np.float32).reshape(-1))
+        if not len(self):
+            return np.zeros(0, dtype=np.float32)
+        cosines = self.vectors @ np.asarray(vector, dtype=np.float32).reshape(-1)
+        best: npt.NDArray[np.float32] = np.maximum.reduceat(cosines, self._starts)
         return best
 
     def merge_nearest(
@@ -63,7 +65,8 @@ class KeyIndex:
     ) -> list[tuple[int, float]]:
         """The question index's nearest, each pair at its best of question and keys, with the keys' best added."""
         merged = dict(nearest)
-        for p in np.argsort(-best, kind="stable")[:limit]:
+        top = np.argpartition(-best, limit)[:limit] if len(best) > limit else np.arange(len(best))
+        for p in top:
             pk, cosine = int(self.pairs[p]), float(best[p])
             if cosine > merged.get(pk, -1.0):
                 merged[pk] = cosine
@@ -84,6 +87,7 @@ class KeyIndex:
         """A question index's `scores_all` result with each pair raised to its best key's weighted lexical score."""
         if not len(self):
             return scores
+        best = np.maximum.reduceat(self.lexical.scores_all(query), self._starts) * self.lexical_weight
         raised = scores.copy()
-        np.maximum.at(raised, self.rows, self.lexical.scores_all(query) * self.lexical_weight)
+        raised[self.rows] = np.maximum(raised[self.rows], best)
         return raised
