@@ -26,7 +26,7 @@ from django.utils.html import format_html
 from django.utils.http import urlencode
 from django.views.decorators.http import require_POST
 
-from . import analytics, api_keys, gaps, health, jobs, query_encoders, reachability
+from . import analytics, api_keys, gaps, health, jobs, keys, query_encoders, reachability
 from .catalog import announce_catalog_change
 from .conf import app_settings
 from .controls import SynonymFileError, parse_synonym_csv, synonym_csv_rows
@@ -40,6 +40,7 @@ from .models import (
     Corpus,
     IndexBuild,
     IngestJob,
+    PairKey,
     QAPair,
     QueryEncoder,
     ReachabilityAudit,
@@ -641,6 +642,22 @@ class IngestJobAdmin(admin.ModelAdmin[IngestJob]):
         return HttpResponseRedirect(reverse("admin:autocomplete_ingestjob_detail", args=[object_id]))
 
 
+class PairKeyInline(admin.TabularInline[PairKey, QAPair]):
+    """The pair's keys: wordings that find it besides its question (autocomplete/keys.py)."""
+
+    model = PairKey
+    extra = 0
+    fields = ["text", "source", "page_views", "created_at", "last_seen_at"]
+    readonly_fields = ["source", "page_views", "created_at", "last_seen_at"]
+    verbose_name_plural = "keys (other wordings that find this pair; removed learnt keys are not learnt again)"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[PairKey]:
+        return super().get_queryset(request).filter(removed_at__isnull=True)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # a key is added or removed; editing one would make it another key
+
+
 @admin.register(QAPair)
 class QAPairAdmin(admin.ModelAdmin[QAPair]):
     list_display = ["question", "corpus", "external_id", "is_featured", "updated_at"]
@@ -649,6 +666,21 @@ class QAPairAdmin(admin.ModelAdmin[QAPair]):
     search_fields = ["question", "answer", "external_id"]
     readonly_fields = ["created_at", "updated_at"]
     formfield_overrides = HTTP_URL_FIELDS
+    inlines = [PairKeyInline]
+
+    def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
+        if formset.model is not PairKey:
+            super().save_formset(request, form, formset, change)
+            return
+        added = formset.save(commit=False)
+        for key in added:
+            # Written by the owner: kept like an imported wording, whatever the events say.
+            key.text = keys.key_text(key.text)
+            key.source = PairKey.Source.IMPORT
+            key.save()
+        keys.remove_keys(formset.deleted_objects)
+        if added:
+            keys.mark_keys_changed(form.instance.corpus_id)
 
     def formfield_for_dbfield(self, db_field: models.Field[Any, Any], request: HttpRequest, **kwargs: Any) -> Any:
         field = super().formfield_for_dbfield(db_field, request, **kwargs)

@@ -37,6 +37,8 @@ class LiveBuild:
     kind: str
     # SHA-256 of the file as it was built: a copy downloaded from the index storage must match it.
     checksum: str = ""
+    # When the corpus's keys last changed ("" never): a server ranks with the keys of this version.
+    keys_version: str = ""
 
 
 @dataclass(frozen=True)
@@ -156,15 +158,19 @@ def invalidate_catalog() -> None:
 
 
 def _read_catalog(change_token: str | None) -> Catalog:
+    rows = list(Corpus.objects.order_by("name"))
+    keys_changed = {corpus.pk: corpus.keys_changed_at for corpus in rows}
     live: dict[int, dict[str, LiveBuild]] = {}
     for build in IndexBuild.objects.filter(is_live=True).values(
         "id", "corpus_id", "encoder", "file_name", "dimension", "vector_count", "kind", "checksum"
     ):
-        live.setdefault(build["corpus_id"], {})[build["encoder"]] = LiveBuild(**build)
+        changed = keys_changed.get(build["corpus_id"])
+        keys_version = changed.isoformat() if changed is not None else ""
+        live.setdefault(build["corpus_id"], {})[build["encoder"]] = LiveBuild(**build, keys_version=keys_version)
     controls = read_controls()
     query_encoders: dict[int, dict[str, LiveQueryEncoder]] = {}
-    rows = QueryEncoder.objects.filter(is_live=True).values("id", "corpus_id", "encoder", "directory", "vector_space")
-    for row in rows:
+    encoder_rows = QueryEncoder.objects.filter(is_live=True).values("id", "corpus_id", "encoder", "directory", "vector_space")
+    for row in encoder_rows:
         query_encoders.setdefault(row["corpus_id"], {})[row["encoder"]] = LiveQueryEncoder(
             row["id"], row["directory"], row["vector_space"]
         )
@@ -181,6 +187,6 @@ def _read_catalog(change_token: str | None) -> Catalog:
             controls=controls.get(corpus.pk, NO_CONTROLS),
             query_encoders=query_encoders.get(corpus.pk, {}),
         )
-        for corpus in Corpus.objects.order_by("name")
+        for corpus in rows
     }
     return Catalog(corpora=corpora, loaded_at=time.monotonic(), change_token=change_token)

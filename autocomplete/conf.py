@@ -134,6 +134,12 @@ class AutocompleteSettings:
     popular_days: int = 30
     # How long a server keeps a corpus's popular questions before counting them again.
     popular_cache_seconds: float = 600.0
+    # A settled query becomes a key of the pair chosen for it (autocomplete/keys.py) once this many
+    # distinct page views chose that pair after it: one visitor's odd wording must not move rankings.
+    key_min_page_views: int = 3
+    # Keys are learnt from the events by a background task queued with a choice, at most this often
+    # per corpus; servers fold the new keys in at their next catalog read.
+    key_learn_interval_seconds: float = 300.0
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> AutocompleteSettings:
@@ -183,6 +189,8 @@ def _check_access_settings(parsed: AutocompleteSettings) -> AutocompleteSettings
             "SETTLE_SECONDS must be above 0, and EVENTS_PER_PAGE_VIEW and EVENT_RETENTION_DAYS at least 1; "
             "to record no events, set AUTOCOMPLETE_EVENTS=0."
         )
+    if parsed.key_min_page_views < 1 or parsed.key_learn_interval_seconds < 0:
+        raise ImproperlyConfigured("KEY_MIN_PAGE_VIEWS must be at least 1 and KEY_LEARN_INTERVAL_SECONDS at least 0.")
     for origin in parsed.cors_allowed_origins:
         if not _ORIGIN.fullmatch(origin):
             raise ImproperlyConfigured(

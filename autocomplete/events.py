@@ -24,6 +24,7 @@ from django_tasks import task
 from .api_keys import require_access
 from .catalog import CorpusEntry
 from .conf import app_settings
+from .keys import learn_all_keys, queue_learning
 from .models import QAPair, SearchEvent
 from .search import SearchError, resolve_corpus, resolve_encoder
 
@@ -192,8 +193,9 @@ def record_event(event: Event) -> SearchEvent:
             settled.chosen_pair_id = event.chosen_id
             settled.chosen_position = event.chosen_position
             settled.save(update_fields=["shown_ids", "shown_count", "chosen_pair", "chosen_position"])
+            queue_learning(event.corpus.id)
             return settled
-    return SearchEvent.objects.create(
+    stored = SearchEvent.objects.create(
         corpus_id=event.corpus.id,
         encoder=event.encoder,
         page_view=event.page_view,
@@ -204,6 +206,9 @@ def record_event(event: Event) -> SearchEvent:
         chosen_position=event.chosen_position,
         trigger=event.trigger,
     )
+    if event.chosen_id is not None:
+        queue_learning(event.corpus.id)
+    return stored
 
 
 def _check_ids(event: Event) -> None:
@@ -252,6 +257,8 @@ def expired_events(*, now: datetime.datetime | None = None) -> QuerySet[SearchEv
 def purge_old_events(*, now: datetime.datetime | None = None) -> int:
     """Delete the events older than the retention setting; returns how many were deleted."""
     deleted, _ = expired_events(now=now).delete()
+    if deleted:
+        learn_all_keys()  # keys learnt from the deleted events go with them
     return deleted
 
 

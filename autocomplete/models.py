@@ -38,6 +38,8 @@ class Corpus(models.Model):
         default="ivysaur",
         help_text="Encoder that answers when a request names none.",
     )
+    # Changed whenever the corpus's keys change: servers compare it to rebuild their key index.
+    keys_changed_at = models.DateTimeField(null=True, blank=True, editable=False)
     is_private = models.BooleanField(
         "private",
         default=False,
@@ -462,3 +464,33 @@ class RuleAnswer(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_action_display()} #{self.pair_id}"
+
+
+class PairKey(models.Model):
+    """Another wording of a pair's question (a visitors' settled query, or imported) that finds it too.
+
+    A removed learnt key stays as a row with `removed_at` set, so the events that taught it cannot
+    teach it again; it goes when those events expire.
+    """
+
+    class Source(models.TextChoices):
+        CHOICES = "choices", "Visitors' choices"
+        IMPORT = "import", "Imported"
+
+    pair = models.ForeignKey(QAPair, on_delete=models.CASCADE, related_name="keys")
+    text = models.CharField(max_length=500, help_text="Lower case, whitespace collapsed.")
+    source = models.CharField(max_length=10, choices=Source.choices)
+    page_views = models.PositiveIntegerField(
+        default=0, help_text="Distinct page views that chose the pair after this query (0 for imported keys)."
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+    removed_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["pair", "text"]
+        verbose_name = "key"
+        constraints = [models.UniqueConstraint(fields=["pair", "text"], name="one_key_per_pair_text")]
+
+    def __str__(self) -> str:
+        return self.text[:80]

@@ -6,6 +6,7 @@ so answering a keystroke touches neither the disk nor the database.
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import logging
@@ -22,6 +23,7 @@ from django.core.cache import caches
 from django.db import DatabaseError
 
 from embeddings.encoders import Encoder, EncoderError, EncoderSpec
+from embeddings.keys import KeyIndex
 from embeddings.lexical import LexicalIndex
 from embeddings.ranking import DEFAULT as DEFAULT_RANKING
 from embeddings.ranking import RankingParams, embedding_text, hybrid_rank, semantic_rank
@@ -35,6 +37,7 @@ from .conf import app_settings
 from .controls import CompiledRule, pair_tags
 from .encoder_registry import encoder_registry
 from .index_storage import in_place_path, index_storage, is_local
+from .keys import key_index, live_key_rows
 from .lexical_store import lexical_index_for
 from .models import IndexBuild, QAPair
 from .query_encoders import forget_loaded_query_encoders, query_encoder_for
@@ -159,6 +162,14 @@ class SearchSpace:
         self.tag_rows = {tag: np.asarray(found, dtype=np.int64) for tag, found in rows_of.items()}
         self._filters: OrderedDict[tuple[str, ...], PairFilter] = OrderedDict()
         self._filters_lock = threading.Lock()
+        # Visitors' and imported wordings of the pairs, ranked beside the questions (autocomplete/keys.py).
+        self.keys: KeyIndex | None = None
+
+    def with_keys(self, keys: KeyIndex | None) -> SearchSpace:
+        """The same space (indexes shared, not copied) ranking with `keys` too."""
+        keyed = copy.copy(self)
+        keyed.keys = keys if keys is not None and len(keys) else None
+        return keyed
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -230,7 +241,7 @@ def rank(
         nearest = space.index.search(vector, params.semantic_candidates, subset=subset)
         if method == "semantic":
             ranked = semantic_rank(nearest, k=k, lexical=space.lexical)
-        else:
+        elif space.keys is None:
             ranked = hybrid_rank(
                 typed,
                 semantic=nearest,
@@ -241,6 +252,8 @@ def rank(
                 vectors=space.index.vectors,
                 allowed=None if only is None else only.mask,
             )
+        else:
+            ranked = _keyed_hybrid_rank(space, space.keys, typed, vector, nearest, k=k, params=params, only=only)
     return [space.suggestion(pk, score) for pk, score in ranked if pk in space.position]
 
 
@@ -268,6 +281,38 @@ def apply_rules(
         pinned = replace(space.suggestion(pk, scores.get(pk, 0.0)), pinned=True)
         out.insert(min(position - 1, len(out)), pinned)
     return out[:k]
+
+
+def _keyed_hybrid_rank(
+    space: SearchSpace,
+    keys: KeyIndex,
+    typed: TypedQuery,
+    vector: np.ndarray,
+    nearest: list[tuple[int, float]],
+    *,
+    k: int,
+    params: RankingParams,
+    only: PairFilter | None = None,
+) -> list[tuple[int, float]]:
+    """The served ranking with each pair scored by its best of question and keys, on either signal.
+
+    With `only`, a pair that a key brings in is kept only when the filter keeps it too.
+    """
+    best = keys.best_cosines(vector)
+    semantic = keys.merge_nearest(nearest, best, limit=params.semantic_candidates)
+    if only is not None:
+        semantic = [(pk, cosine) for pk, cosine in semantic if pk in only.ids]
+    return hybrid_rank(
+        typed,
+        semantic=semantic,
+        lexical=space.lexical,
+        k=k,
+        params=params,
+        similarity=lambda ids: keys.raise_similarities(ids, space.index.similarities(vector, ids), best),
+        vectors=space.index.vectors,
+        lexical_scores=keys.raise_lexical(space.lexical.scores_all(typed), typed),
+        allowed=None if only is None else only.mask,
+    )
 
 
 def encode_queries(encoder: Encoder, texts: Sequence[str]) -> np.ndarray:
@@ -308,6 +353,8 @@ def embed_query(encoder: Encoder, query: str) -> np.ndarray:
 # Loaded search spaces by build id, the most recently loaded last: a process serves a handful.
 _spaces: OrderedDict[int, SearchSpace] = OrderedDict()
 _spaces_lock = threading.Lock()
+# The same spaces with their corpus's keys, by build id: (keys version, space).
+_keyed: dict[int, tuple[str, SearchSpace]] = {}
 MAX_CACHED_SPACES = 8
 # Builds whose file could not be loaded: the file's identity then, and the visitor's message. A
 # request for a broken corpus is answered from here, not by reading the file again, until the
@@ -329,6 +376,7 @@ def forget_loaded() -> None:
     """Drop this process's loaded search spaces, query encoders and catalog: the next request reads them afresh."""
     with _spaces_lock:
         _spaces.clear()
+        _keyed.clear()
         _failed.clear()
         _last_loaded.clear()
     forget_loaded_query_encoders()
@@ -341,11 +389,40 @@ def loaded_spaces() -> dict[int, SearchSpace]:
 
 
 def live_space(build: LiveBuild, *, synonyms: SynonymMap = NO_SYNONYMS) -> SearchSpace:
-    """The loaded search space of a live build, loaded on first use; IndexUnavailableError if it cannot be.
+    """The loaded search space of a live build with its corpus's keys; IndexUnavailableError if it cannot be.
 
     A space loaded with other synonyms than the corpus has now is loaded again: synonyms are part
     of its lexical index.
     """
+    base = _live_base_space(build, synonyms)
+    if not build.keys_version:
+        return base
+    keyed = _keyed.get(build.id)
+    if keyed is not None and keyed[0] == build.keys_version and keyed[1].index is base.index:
+        return keyed[1]
+    with _spaces_lock:
+        keyed = _keyed.get(build.id)
+        if keyed is None or keyed[0] != build.keys_version or keyed[1].index is not base.index:
+            keyed = (build.keys_version, _with_keys(base, build))
+            _keyed[build.id] = keyed
+    return keyed[1]
+
+
+def _with_keys(base: SearchSpace, build: LiveBuild) -> SearchSpace:
+    """`base` ranking with the corpus's keys, embedded once here by the build's encoder."""
+    try:
+        rows = live_key_rows(build.corpus_id)
+        encoder = encoder_registry().get(build.encoder)
+    except (DatabaseError, EncoderError) as exc:
+        # Keys improve answers; without them the corpus still answers as it did before it had any.
+        logger.warning("The keys of corpus #%d cannot be loaded (%s): ranking without them.", build.corpus_id, exc)
+        return base
+    if not rows:
+        return base
+    return base.with_keys(key_index(rows, embed=lambda texts: encode_queries(encoder, texts), lexical=base.lexical))
+
+
+def _live_base_space(build: LiveBuild, synonyms: SynonymMap) -> SearchSpace:
     space = _spaces.get(build.id)
     if space is not None and space.synonyms == synonyms:
         return space
@@ -356,7 +433,8 @@ def live_space(build: LiveBuild, *, synonyms: SynonymMap = NO_SYNONYMS) -> Searc
             _spaces[build.id] = space
             _last_loaded[(build.corpus_id, build.encoder)] = build.id
             while len(_spaces) > MAX_CACHED_SPACES:
-                _spaces.popitem(last=False)
+                evicted, _ = _spaces.popitem(last=False)
+                _keyed.pop(evicted, None)
     return space
 
 

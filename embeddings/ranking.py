@@ -93,6 +93,7 @@ def hybrid_rank(
     params: RankingParams = DEFAULT,
     vectors: Vectors | None = None,
     allowed: npt.NDArray[np.bool_] | None = None,
+    lexical_scores: npt.NDArray[np.float32] | None = None,
 ) -> list[tuple[int, float]]:
     """Return the top `k` (id, blended score) for `query`, best first, above `params.min_score`.
 
@@ -101,9 +102,10 @@ def hybrid_rank(
     `vectors(ids)` returns stored unit vectors, for pseudo-relevance feedback (skipped without it).
     `allowed` (per text, in the lexical index's order) keeps lexical candidates to a filter's texts;
     `semantic` must then hold only such texts too.
+    `lexical_scores`, when given, replaces `lexical.scores_all(query)` (raised by a pair's keys).
     """
     query = TypedQuery.of(query)
-    lexical_all = lexical.scores_all(query)
+    lexical_all = lexical.scores_all(query) if lexical_scores is None else lexical_scores
     if allowed is not None:
         lexical_all *= allowed
     # One selection serves both the extra candidates and the feedback texts (a pass over every

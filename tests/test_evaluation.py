@@ -191,3 +191,21 @@ def test_synonyms_are_measured_with_and_without(files: dict[str, Path], tmp_path
     bad = write_csv(tmp_path / "bad.csv", ["words"], [("wifi",)])
     with pytest.raises(CommandError, match="'terms' column"):
         evaluate(files, "--synonyms", str(bad))
+
+
+def test_learning_keys_from_one_split_finds_a_rewording_in_another(
+    files: dict[str, Path], tmp_path: Path, minilm: Encoder
+) -> None:
+    rows = [
+        *QUERIES,
+        ("my phone with the authenticator app was stolen", "a1", "dev"),
+        ("stolen phone authenticator", "a1", "test"),
+    ]
+    queries = write_csv(tmp_path / "learn.csv", ["query", "target_id", "split"], rows)
+    files = files | {"queries": queries}
+    plain = evaluate(files, "--split", "test", "--k", "1")
+    learnt = evaluate(files, "--split", "test", "--k", "1", "--learn-from", str(queries))
+    assert learnt["mean_hit_at_k"] >= plain["mean_hit_at_k"]
+    assert learnt["hit_at_k"]["1.0"] > plain["hit_at_k"]["1.0"]
+    with pytest.raises(CommandError, match="would learn from the queries it scores"):
+        evaluate(files, "--split", "test", "--learn-from", str(queries), "--learn-split", "test")

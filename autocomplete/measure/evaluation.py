@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from embeddings.encoders import Encoder, local_model_dir
+from embeddings.keys import KeyIndex
 from embeddings.lexical import LexicalIndex
 from embeddings.query_encoder import (
     QUERY_ENCODER_FORMAT,
@@ -186,6 +187,22 @@ def trained_query_encoder(
 def _training_progress(step: int, steps: int, loss: float) -> None:
     if step == steps or step % max(1, steps // 10) == 0:
         print(f"query encoder: step {step}/{steps}, loss {loss:.4f}", file=sys.stderr, flush=True)
+
+
+def learned_keys(encoder: Encoder, space: SearchSpace, learned: Sequence[EvalQuery]) -> KeyIndex:
+    """Keys from replayed choices: every learned query becomes a key of each of its targets.
+
+    Each replayed query stands for as many page views as the threshold asks, as an imported
+    wording does: a labelled set rarely repeats a query, so counting its rows would learn nothing.
+    """
+    rows = [(query.text, target) for query in learned for target in sorted(query.targets)]
+    texts = [text for text, _ in rows]
+    return KeyIndex(
+        [target for _, target in rows],
+        texts,
+        encode_queries(encoder, texts).reshape(len(texts), -1),
+        lexical_ids=space.lexical.ids,
+    )
 
 
 def cut(query: str, fraction: float) -> str:

@@ -13,10 +13,13 @@ from autocomplete.controls import SynonymFileError, synonym_map_from_csv
 from autocomplete.encoder_registry import encoder_registry
 from autocomplete.measure.evaluation import (
     DEFAULT_FRACTIONS,
+    EvalCorpus,
+    EvalQuery,
     EvaluationDataError,
     EvaluationRequest,
     build_space,
     evaluation_report,
+    learned_keys,
     load_corpus,
     load_offtopic,
     load_queries,
@@ -36,6 +39,20 @@ def _fractions(text: str) -> list[float]:
     if not values or any(not 0 < value <= 1 for value in values):
         raise CommandError("--fractions must lie in (0, 1].")
     return values
+
+
+def _learned(options: dict[str, Any], corpus: EvalCorpus) -> list[EvalQuery] | None:
+    """The queries to learn keys from; never ones that are also scored."""
+    path: Path | None = options["learn_from"]
+    if path is None:
+        return None
+    splits = {options["split"], options["learn_split"]}
+    if path.resolve() == options["queries_csv"].resolve() and (len(splits) == 1 or "all" in splits):
+        raise CommandError(
+            "--learn-from would learn from the queries it scores: pick another --learn-split than --split "
+            "(e.g. --learn-split dev --split test)."
+        )
+    return load_queries(path, corpus, split=options["learn_split"])
 
 
 class Command(BaseCommand):
@@ -88,6 +105,13 @@ class Command(BaseCommand):
         )
         parser.add_argument("--query-encoder-steps", type=int, default=TrainingConfig.steps)
         parser.add_argument("--seed", type=int, default=TrainingConfig.seed, help="Seed of the query encoder training.")
+        parser.add_argument(
+            "--learn-from",
+            type=Path,
+            default=None,
+            help="Replay this query file's --learn-split queries as choices of their targets (keys) before measuring.",
+        )
+        parser.add_argument("--learn-split", choices=["all", "dev", "test"], default="dev")
         parser.add_argument("--json", action="store_true", help="One JSON object on stdout.")
         parser.add_argument(
             "--cache-dir",
@@ -107,6 +131,7 @@ class Command(BaseCommand):
             corpus = load_corpus(options["corpus_csv"], options["distractors_csv"])
             queries = load_queries(options["queries_csv"], corpus, split=options["split"])
             offtopic = load_offtopic(options["offtopic"]) if options["offtopic"] else None
+            learned = _learned(options, corpus)
             synonyms = synonym_map_from_csv(options["synonyms"].read_bytes()) if options["synonyms"] else NO_SYNONYMS
         except (EncoderError, EvaluationDataError, SynonymFileError, OSError) as exc:
             raise CommandError(str(exc)) from exc
@@ -114,6 +139,9 @@ class Command(BaseCommand):
             raise CommandError(f"No queries in split '{options['split']}'.")
         cache_dir = options["cache_dir"] or conf.var_dir / "eval-cache"
         space = build_space(encoder, corpus, cache_dir=cache_dir, synonyms=synonyms)
+        if learned is not None:
+            space = space.with_keys(learned_keys(encoder, space, learned))
+            self.stderr.write(f"learned {len(learned)} queries of split '{options['learn_split']}' as keys")
         query_encoder = None
         if options["train_query_encoder"]:
             try:
