@@ -169,7 +169,9 @@ def _read_catalog(change_token: str | None) -> Catalog:
         live.setdefault(build["corpus_id"], {})[build["encoder"]] = LiveBuild(**build, keys_version=keys_version)
     controls = read_controls()
     query_encoders: dict[int, dict[str, LiveQueryEncoder]] = {}
-    encoder_rows = QueryEncoder.objects.filter(is_live=True).values("id", "corpus_id", "encoder", "directory", "vector_space")
+    encoder_rows = QueryEncoder.objects.filter(is_live=True).values(
+        "id", "corpus_id", "encoder", "directory", "vector_space"
+    )
     for row in encoder_rows:
         query_encoders.setdefault(row["corpus_id"], {})[row["encoder"]] = LiveQueryEncoder(
             row["id"], row["directory"], row["vector_space"]

@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -235,7 +236,10 @@ def execute_job(job_id: int) -> str:
             return "deleted"
         if job.status != Status.QUEUED:  # cancelled while queued, or run by another worker
             return str(job.status)
-        with corpus_lock(job.corpus_label) as held:
+        # Training a query encoder writes neither pairs nor index builds, so it is no ingest: it runs
+        # beside them without the corpus's lock (an upload queues it while holding that lock).
+        exclusive = job.kind != IngestJob.Kind.QUERY_ENCODER
+        with corpus_lock(job.corpus_label) if exclusive else nullcontext(True) as held:
             if held:
                 # Before the claim, so that no other thread of this process finds the job orphaned.
                 _RUNNING_HERE.add(job_id)
@@ -269,7 +273,7 @@ def _claim(job: IngestJob) -> bool:
     Under the corpus lock on PostgreSQL; in a write transaction, which SQLite serialises, elsewhere.
     """
     with transaction.atomic():
-        if _corpus_busy(job):
+        if job.kind != IngestJob.Kind.QUERY_ENCODER and _corpus_busy(job):
             return False
         return bool(
             IngestJob.objects.filter(pk=job.pk, status=Status.QUEUED).update(
@@ -289,6 +293,7 @@ def _corpus_busy(job: IngestJob) -> bool:
     same_corpus = (
         IngestJob.objects.filter(Q(corpus__slug=label) | Q(corpus__isnull=True, new_corpus_slug=label))
         .exclude(pk=job.pk)
+        .exclude(kind=IngestJob.Kind.QUERY_ENCODER)
         .select_related("corpus")
     )
     # A running job whose worker is gone is marked interrupted here (and perhaps queued again).

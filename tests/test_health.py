@@ -114,8 +114,8 @@ def test_readyz_lists_corpora_when_every_live_index_is_loaded(
         "corpora": {"shop": {"minilm": "ready"}, "small": {"minilm": "ready"}},
     }
     assert not hasattr(response.wsgi_request, "session")
-    # Once loaded: the ping and at most a catalog read (corpora, live builds, synonyms, rules).
-    with django_assert_max_num_queries(5):
+    # Once loaded: the ping and at most a catalog read (corpora, live builds, synonyms, rules, query encoders).
+    with django_assert_max_num_queries(6):
         assert client.get("/readyz").status_code == 200
 
 
