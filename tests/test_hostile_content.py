@@ -240,6 +240,8 @@ def test_admin_corpus_and_pair_pages(admin_client: Client, hostile_corpus: Corpu
 def test_admin_pair_form_refuses_links_that_are_not_http(admin_client: Client, hostile_corpus: Corpus) -> None:
     pair = QAPair.objects.get(corpus=hostile_corpus, question="Is there a mobile app?")
     form = {"corpus": hostile_corpus.pk, "question": pair.question, "answer": pair.answer, "tags": ""}
+    # The keys inline's management form: without it the page is refused for that alone.
+    form |= {"keys-TOTAL_FORMS": "0", "keys-INITIAL_FORMS": "0"}
     for url in ("ftp://example.com/file", "javascript:alert(1)"):
         response = admin_client.post(f"/admin/autocomplete/qapair/{pair.pk}/change/", form | {"url": url})
         assert response.status_code == 200 and "Enter a valid URL." in response.content.decode()

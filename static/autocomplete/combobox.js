@@ -242,6 +242,8 @@
     });
 
     setExpanded(false);
+    // A box focused as the page loads (autofocus) had its focus event before this listened.
+    if (document.activeElement === input) window.setTimeout(askPopular, 0);
   }
 
   // Choosing another collection reloads the page for it (here rather than in an inline onchange,
