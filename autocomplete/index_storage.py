@@ -14,7 +14,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -197,19 +196,5 @@ def replace_stored(name: str, source: Path) -> None:
         (app_settings().index_cache_dir / name).unlink(missing_ok=True)
         return
     # Beside the target, then renamed: a server reading that name never sees half a file.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as writer, source.open("rb") as reader:
-            shutil.copyfileobj(reader, writer, _CHUNK)
-            writer.flush()
-            os.fsync(writer.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    with source.open("rb") as reader:
+        write_atomically(path, reader)

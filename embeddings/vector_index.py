@@ -11,12 +11,13 @@ import functools
 import hashlib
 import json
 import os
+import shutil
 import struct
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import faiss
 import numpy as np
@@ -459,14 +460,18 @@ def _split_container(data: bytes, source: str) -> tuple[IndexHeader, bytes]:
     return header, payload
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see the old file or the new one, never a part."""
+def write_atomically(path: Path, data: bytes | BinaryIO) -> None:
+    """Write `data` (bytes, or a file read to its end) to `path` so that readers see the old file or
+    the new one, never a part."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp_name = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            if isinstance(data, bytes):
+                handle.write(data)
+            else:
+                shutil.copyfileobj(data, handle, 1 << 20)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp_name, path)
