@@ -139,20 +139,17 @@ def discard_preview(job: IngestJob) -> None:
 
 def create_reindex_job(corpus: Corpus, *, encoder: str, user: Any = None) -> IngestJob:
     """Queue a rebuild of the corpus's index for one encoder."""
-    job = IngestJob.objects.create(
-        kind=IngestJob.Kind.REINDEX,
-        corpus=corpus,
-        encoders=[encoder],
-        status=Status.PREVIEW,
-        created_by=user if getattr(user, "pk", None) else None,
-    )
-    return _enqueue(job)
+    return _enqueue_for_encoder(IngestJob.Kind.REINDEX, corpus, encoder=encoder, user=user)
 
 
 def create_query_encoder_job(corpus: Corpus, *, encoder: str, user: Any = None) -> IngestJob:
     """Queue training a query encoder for the corpus's `encoder` index (autocomplete/query_encoders.py)."""
+    return _enqueue_for_encoder(IngestJob.Kind.QUERY_ENCODER, corpus, encoder=encoder, user=user)
+
+
+def _enqueue_for_encoder(kind: str, corpus: Corpus, *, encoder: str, user: Any) -> IngestJob:
     job = IngestJob.objects.create(
-        kind=IngestJob.Kind.QUERY_ENCODER,
+        kind=kind,
         corpus=corpus,
         encoders=[encoder],
         status=Status.PREVIEW,
