@@ -436,16 +436,29 @@ class SynonymAdmin(AnnouncesControlChanges, admin.ModelAdmin[Synonym]):
                 messages.success(request, f"{len(entries)} synonym entries imported into {corpus.slug}.")
                 changelist = reverse("admin:autocomplete_synonym_changelist")
                 return HttpResponseRedirect(f"{changelist}?corpus__id__exact={corpus.pk}")
-        context = {
-            **self.admin_site.each_context(request),
-            "opts": self.model._meta,
-            "title": "Import synonyms from CSV",
-            "form": form,
-            "intro": "One entry per row: a terms column (“wifi, wi-fi, wireless”: each finds the others) and "
+        return _controls_import_page(
+            self,
+            request,
+            form,
+            title="Import synonyms from CSV",
+            intro="One entry per row: a terms column (“wifi, wi-fi, wireless”: each finds the others) and "
             "optionally one_way_to (“laptop” one way to “notebook”), as “Export selected synonyms as CSV” "
             "writes them.",
-        }
-        return TemplateResponse(request, "admin/autocomplete/controls_import.html", context)
+        )
+
+
+def _controls_import_page(
+    model_admin: admin.ModelAdmin[Any], request: HttpRequest, form: forms.Form, *, title: str, intro: str
+) -> TemplateResponse:
+    """The import form of a control (synonyms, rules) in the admin's frame."""
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "opts": model_admin.model._meta,
+        "title": title,
+        "form": form,
+        "intro": intro,
+    }
+    return TemplateResponse(request, "admin/autocomplete/controls_import.html", context)
 
 
 class RuleAnswerFormSet(forms.BaseInlineFormSet):  # type: ignore[type-arg]
@@ -500,16 +513,15 @@ class RuleAdmin(AnnouncesControlChanges, admin.ModelAdmin[Rule]):
                     messages.warning(request, f"{len(missing)} answers name questions {corpus.slug} lacks: {shown}")
                 changelist = reverse("admin:autocomplete_rule_changelist")
                 return HttpResponseRedirect(f"{changelist}?corpus__id__exact={corpus.pk}")
-        context = {
-            **self.admin_site.each_context(request),
-            "opts": self.model._meta,
-            "title": "Import synonyms and rules from JSON",
-            "form": form,
-            "intro": "The file of the corpus action “Export selected corpus's synonyms and rules as JSON”, "
+        return _controls_import_page(
+            self,
+            request,
+            form,
+            title="Import synonyms and rules from JSON",
+            intro="The file of the corpus action “Export selected corpus's synonyms and rules as JSON”, "
             "from this or another deployment: its synonyms and rules are added to the corpus chosen, each "
             "answer found by its source id or question text.",
-        }
-        return TemplateResponse(request, "admin/autocomplete/controls_import.html", context)
+        )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Rule]:
         return super().get_queryset(request).prefetch_related("answers")
