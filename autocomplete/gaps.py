@@ -172,7 +172,9 @@ def compute_gaps(report_id: int, queries: QueryCounts, *, similarity: float = DE
 def _grouped(corpus: Corpus, queries: QueryCounts, *, similarity: float) -> tuple[str, list[dict[str, Any]]]:
     space: SearchSpace | None
     try:
-        key, encoder, space = served_space(corpus.slug)
+        served = served_space(corpus.slug)
+        # Settled queries are mostly whole questions: the corpus encoder embeds them as it did the questions.
+        key, encoder, space = served.key, served.encoder, served.space
     except SearchError:
         # Not indexed yet: the gaps are still worth grouping, there is just no question to compare.
         key, space = corpus.default_encoder, None

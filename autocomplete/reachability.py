@@ -177,8 +177,9 @@ def run_audit(audit_id: int, options: AuditOptions = AuditOptions()) -> Reachabi
     ReachabilityAudit.objects.filter(pk=audit_id).update(status=AnalysisStatus.RUNNING, error="")
     started = time.monotonic()
     try:
-        _, encoder, space = served_space(audit.corpus.slug, audit.encoder)
-        reaches = audit_space(space, encoder, options)
+        served = served_space(audit.corpus.slug, audit.encoder)
+        # Prefixes are embedded as visitors' are: by the corpus's query encoder where it has one.
+        reaches = audit_space(served.space, served.queries, options)
     except Exception as exc:
         logger.exception("Reachability audit of corpus %s failed", audit.corpus.slug)
         ReachabilityAudit.objects.filter(pk=audit_id).update(

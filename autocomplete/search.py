@@ -15,7 +15,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import ParamSpec, TypeVar
+from typing import NamedTuple, ParamSpec, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -610,8 +610,17 @@ def _serving_encoder(entry: CorpusEntry, key: str, *, load: bool) -> tuple[Encod
         ) from exc
 
 
-def served_space(slug: str, encoder: str | None = None) -> tuple[str, Encoder, SearchSpace]:
-    """The encoder key, loaded encoder and search space that answer a corpus's visitors now.
+class ServedCorpus(NamedTuple):
+    """What answers a corpus's visitors now: its encoder and search space, and what embeds their queries."""
+
+    key: str
+    encoder: Encoder  # the corpus encoder, whose vectors the space holds
+    space: SearchSpace
+    queries: Encoder  # its query encoder where one is live and current, else `encoder`
+
+
+def served_space(slug: str, encoder: str | None = None) -> ServedCorpus:
+    """The encoder, search space and query encoder that answer a corpus's visitors now.
 
     For work that must see what is served (the reachability audit, the nearest question of a
     content gap); raises SearchError when the corpus cannot answer.
@@ -620,4 +629,5 @@ def served_space(slug: str, encoder: str | None = None) -> tuple[str, Encoder, S
     key, _ = resolve_encoder(entry, encoder)
     _, model = _serving_encoder(entry, key, load=True)
     assert model is not None  # load=True returns the encoder or raises
-    return key, model, live_space(entry.live[key])
+    space = live_space(entry.live[key], synonyms=entry.controls.synonyms)  # the space its visitors use
+    return ServedCorpus(key, model, space, query_encoder_for(entry, key, model))

@@ -163,6 +163,19 @@ def test_bad_input_is_refused_with_the_fix(files: dict[str, Path], tmp_path: Pat
         evaluate(files, "--fractions", "0,2")
 
 
+def test_a_changed_ranking_is_measured_and_named(files: dict[str, Path], minilm: Encoder) -> None:
+    served = evaluate(files)
+    assert "ranking" not in served and served["mean_hit_at_k"] > 0.5
+    # A cut-off no blended score reaches: every query is left with no suggestion.
+    silenced = evaluate(files, "--ranking", "min_score=1.5", "--ranking", "semantic_candidates=20")
+    assert silenced["ranking"] == {"min_score": 1.5, "semantic_candidates": 20}
+    assert silenced["mean_hit_at_k"] == 0.0 and set(silenced["no_suggestion"].values()) == {1.0}
+    with pytest.raises(CommandError, match="no such field; one of .*lexical_share"):
+        evaluate(files, "--ranking", "lexical_weight=1")
+    with pytest.raises(CommandError, match="semantic_candidates takes a int"):
+        evaluate(files, "--ranking", "semantic_candidates=many")
+
+
 def test_cut_keeps_at_least_one_character() -> None:
     assert cut("abcdefgh", 0.25) == "ab"
     assert cut("abc", 0.1) == "a"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from io import StringIO
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.management import call_command
@@ -25,8 +26,13 @@ pytestmark = [
 ]
 
 
-@pytest.mark.parametrize(("dataset", "split"), sorted(FLOORS))
-def test_mean_hit_at_5_holds(dataset: str, split: str, minilm: object, tmp_path: Path) -> None:
+# The same with a query encoder trained on the corpus's own questions (the default recipe, seed 0),
+# which guards the training recipe; the allowance is wider, as a hundred steps of training on other
+# CPUs may round differently too. Still above the figure without one. Costs a few CPU minutes.
+QUERY_ENCODER_FLOORS = {("deepset-covid", "all"): 0.684 - 0.008}
+
+
+def evaluated(dataset: str, split: str, cache_dir: Path, *options: str) -> dict[str, Any]:
     out = StringIO()
     call_command(
         "evaluate",
@@ -39,9 +45,24 @@ def test_mean_hit_at_5_holds(dataset: str, split: str, minilm: object, tmp_path:
         "--split",
         split,
         "--cache-dir",
-        str(tmp_path),
+        str(cache_dir),
         "--json",
+        *options,
         stdout=out,
+        stderr=StringIO(),
     )
-    report = json.loads(out.getvalue())
+    report: dict[str, Any] = json.loads(out.getvalue())
+    return report
+
+
+@pytest.mark.parametrize(("dataset", "split"), sorted(FLOORS))
+def test_mean_hit_at_5_holds(dataset: str, split: str, minilm: object, tmp_path: Path) -> None:
+    report = evaluated(dataset, split, tmp_path)
     assert report["mean_hit_at_k"] >= FLOORS[dataset, split], report["hit_at_k"]
+
+
+@pytest.mark.parametrize(("dataset", "split"), sorted(QUERY_ENCODER_FLOORS))
+def test_mean_hit_at_5_with_a_query_encoder_holds(dataset: str, split: str, minilm: object, tmp_path: Path) -> None:
+    report = evaluated(dataset, split, tmp_path, "--train-query-encoder")
+    assert report["query_encoder"]["steps"] == 100
+    assert report["mean_hit_at_k"] >= QUERY_ENCODER_FLOORS[dataset, split], report["hit_at_k"]

@@ -12,7 +12,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.test import Client
 
-from autocomplete import jobs, search
+from autocomplete import jobs, reachability, search
 from autocomplete.catalog import catalog, invalidate_catalog
 from autocomplete.ingest import ingest_parsed
 from autocomplete.models import Corpus, IngestJob, QueryEncoder
@@ -85,6 +85,30 @@ def test_only_its_own_corpus_and_vector_space_use_it(
     # The query vector cache keeps the two apart.
     typed = "how do i canc"
     assert not np.allclose(search.embed_query(served, typed), search.embed_query(minilm, typed))
+
+
+def test_the_reachability_audit_embeds_prefixes_with_the_query_encoder_as_served(
+    small_corpus: Corpus,
+    minilm: Encoder,
+    trained_query_encoder: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert search.served_space("small").queries is minilm
+    register(small_corpus, trained_query_encoder, tmp_path, vector_space=minilm.vector_space)
+    served = search.served_space("small")
+    assert served.encoder is minilm and served.queries.vector_space != minilm.vector_space
+    audited_with: list[str] = []
+    real_audit = reachability.audit_space
+
+    def recording(space: search.SearchSpace, encoder: Encoder, *args: object) -> list[reachability.PairReach]:
+        audited_with.append(encoder.vector_space)
+        return real_audit(space, encoder, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(reachability, "audit_space", recording)
+    audit = reachability.audit_now(small_corpus)
+    assert audit.status == "done" and audit.pair_count == 10
+    assert audited_with == [served.queries.vector_space]
 
 
 def test_a_stale_query_encoder_is_not_used_and_the_admin_says_why(

@@ -42,9 +42,9 @@ def audited_corpus(minilm) -> Corpus:
 
 
 def test_audit_flags_late_and_shadowed_pairs_and_not_well_worded_ones(audited_corpus: Corpus) -> None:
-    _, encoder, space = served_space("audit")
+    served = served_space("audit")
     options = reachability.AuditOptions()
-    reaches = {r.question: r for r in reachability.audit_space(space, encoder, options)}
+    reaches = {r.question: r for r in reachability.audit_space(served.space, served.queries, options)}
     flagged = {q for q, r in reaches.items() if r.is_flagged(options)}
     shadow_of = {q: r.shadowed_by[1] if r.shadowed_by else None for q, r in reaches.items()}
     assert shadow_of[SHADOW] == SHADOWED and shadow_of[SHADOWED] == SHADOW

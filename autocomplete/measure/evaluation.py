@@ -14,7 +14,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from embeddings.query_encoder import (
     train_query_encoder,
 )
 from embeddings.ranking import DEFAULT as DEFAULT_RANKING
+from embeddings.ranking import RankingParams
 from embeddings.synonyms import NO_SYNONYMS, SynonymMap
 from embeddings.vector_index import VectorIndex, set_threads
 
@@ -232,6 +233,7 @@ def evaluate(
     k: int = 5,
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
     method: str = "hybrid",
+    params: RankingParams = DEFAULT_RANKING,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, object]:
     """hit@k and MRR per fraction, their mean, and keystrokes to the first hit.
@@ -248,7 +250,7 @@ def evaluate(
     for done, query in enumerate(queries, start=1):
 
         def ranks(prefix: str, query: EvalQuery = query) -> list[int] | None:
-            ranked = rank(space, prefix, embed=embed, k=k, method=method)
+            ranked = rank(space, prefix, embed=embed, k=k, method=method, params=params)
             if not ranked:
                 return None
             return [r for r, s in enumerate(ranked, start=1) if s.id in query.targets]
@@ -285,6 +287,7 @@ def blend_ceiling(
     k: int = 5,
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
     weights: Sequence[float] = CEILING_WEIGHTS,
+    params: RankingParams = DEFAULT_RANKING,
 ) -> dict[str, object]:
     """hit@k if every typed prefix could pick its own lexical share of the blend, after the fact.
 
@@ -295,7 +298,7 @@ def blend_ceiling(
     embed = embedder(encoder, {cut(q.text, f) for q in queries for f in fractions})
     grid = [
         replace(
-            DEFAULT_RANKING,
+            params,
             lexical_share=weight,
             short_query_shift=0.0,
             min_score=0.0,
@@ -338,13 +341,14 @@ def offtopic_silence(
     k: int = 5,
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
     method: str = "hybrid",
+    params: RankingParams = DEFAULT_RANKING,
 ) -> dict[str, float]:
     """Per fraction, the share of off-topic or gibberish queries that get no suggestion (the goal)."""
     silent = dict.fromkeys(fractions, 0)
     for fraction in fractions:
         prefixes = [cut(text, fraction) for text in texts]
         embed = embedder(encoder, prefixes)
-        silent[fraction] = sum(not rank(space, p, embed=embed, k=k, method=method) for p in prefixes)
+        silent[fraction] = sum(not rank(space, p, embed=embed, k=k, method=method, params=params) for p in prefixes)
     return _shares(silent, len(texts))
 
 
@@ -356,6 +360,7 @@ def added_latency(
     k: int = 5,
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
     repeats: int = 5,
+    params: RankingParams = DEFAULT_RANKING,
 ) -> dict[str, float]:
     """Median ms per query of hybrid and of plain semantic ranking, query embedding excluded.
 
@@ -370,11 +375,11 @@ def added_latency(
     for prefix in prefixes:
         best = dict.fromkeys(timings, np.inf)
         for method in timings:  # warm: embeds the texts both methods ask for
-            rank(space, prefix, embed=embed, k=k, method=method)
+            rank(space, prefix, embed=embed, k=k, method=method, params=params)
         for _ in range(repeats):
             for method in timings:
                 started = time.perf_counter()
-                rank(space, prefix, embed=embed, k=k, method=method)
+                rank(space, prefix, embed=embed, k=k, method=method, params=params)
                 best[method] = min(best[method], time.perf_counter() - started)
         for method, seconds in best.items():
             timings[method].append(seconds * 1000)
@@ -412,6 +417,8 @@ class EvaluationRequest:
     latency: bool = False
     # Synonyms to measure: the report's figures are with them, `synonyms.without` without them.
     synonyms: SynonymMap = NO_SYNONYMS
+    # The ranking measured, with and without a query encoder (the served one unless tuning it).
+    params: RankingParams = DEFAULT_RANKING
 
 
 def evaluation_report(
@@ -436,8 +443,18 @@ def evaluation_report(
         if query_encoder:
             runs |= {"hybrid": (encoder, "hybrid"), "semantic+q": (served, "semantic")}
         runs |= {"semantic": (encoder, "semantic"), "lexical": (encoder, "lexical")}
+    params = request.params
     results = {
-        name: evaluate(space, model, queries, k=k, fractions=fractions, method=method, progress=stderr_progress(name))
+        name: evaluate(
+            space,
+            model,
+            queries,
+            k=k,
+            fractions=fractions,
+            method=method,
+            params=params,
+            progress=stderr_progress(name),
+        )
         for name, (model, method) in runs.items()
     }
     report: dict[str, Any] = {
@@ -447,11 +464,20 @@ def evaluation_report(
         "n_corpus": len(corpus.questions),
         **results.pop("served"),
     }
+    changed = {
+        name: getattr(params, name)
+        for name in (each.name for each in fields(params))
+        if getattr(params, name) != getattr(DEFAULT_RANKING, name)
+    }
+    if changed:
+        report["ranking"] = changed  # not the served ranking
     if request.synonyms:
         plain = with_synonyms(space, NO_SYNONYMS)
         report["synonyms"] = {
             "entries": len(request.synonyms.adds),
-            "without": evaluate(plain, served, queries, k=k, fractions=fractions, progress=stderr_progress("plain")),
+            "without": evaluate(
+                plain, served, queries, k=k, fractions=fractions, params=params, progress=stderr_progress("plain")
+            ),
         }
     if query_encoder:
         report["query_encoder"] = query_encoder.summary
@@ -461,15 +487,15 @@ def evaluation_report(
     if request.offtopic is not None:
         report["offtopic"] = {
             "n_queries": len(request.offtopic),
-            "no_suggestion": offtopic_silence(space, served, request.offtopic, k=k, fractions=fractions),
+            "no_suggestion": offtopic_silence(space, served, request.offtopic, k=k, fractions=fractions, params=params),
         }
     if request.blend_ceiling:
         print("blend ceiling: ranking every prefix at each lexical share ...", file=sys.stderr, flush=True)
-        report["blend_ceiling"] = blend_ceiling(space, served, queries, k=k, fractions=fractions)
+        report["blend_ceiling"] = blend_ceiling(space, served, queries, k=k, fractions=fractions, params=params)
     if request.latency:
         print("timing hybrid and semantic ranking ...", file=sys.stderr, flush=True)
         # Timed as a serving worker runs (autocomplete/warmup.py): faiss on the configured
         # threads, one by default; idle OpenMP threads would otherwise blur the comparison.
         set_threads(app_settings().encoder_threads or 1)
-        report["latency"] = added_latency(space, served, queries, k=k, fractions=fractions)
+        report["latency"] = added_latency(space, served, queries, k=k, fractions=fractions, params=params)
     return report

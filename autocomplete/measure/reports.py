@@ -21,6 +21,9 @@ def format_evaluation(report: dict[str, Any], fractions: Sequence[float]) -> str
         f"encoder {report['encoder']}, k={report['k']}, {report['n_queries']} queries, "
         f"{report['n_corpus']} corpus questions"
     )
+    if "ranking" in report:
+        changed = ", ".join(f"{name}={value:g}" for name, value in sorted(report["ranking"].items()))
+        lines.append(f"ranking changed from the served one: {changed}")
     if "query_encoder" in report:
         trained = report["query_encoder"]
         lines.append(

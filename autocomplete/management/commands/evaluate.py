@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,8 @@ from autocomplete.measure.evaluation import (
 from autocomplete.measure.reports import format_evaluation
 from embeddings.encoders import EncoderError
 from embeddings.query_encoder import QueryEncoderError, TrainingConfig
+from embeddings.ranking import DEFAULT as DEFAULT_RANKING
+from embeddings.ranking import RankingParams
 from embeddings.synonyms import NO_SYNONYMS
 
 
@@ -39,6 +43,22 @@ def _fractions(text: str) -> list[float]:
     if not values or any(not 0 < value <= 1 for value in values):
         raise CommandError("--fractions must lie in (0, 1].")
     return values
+
+
+def _ranking(settings: Sequence[str]) -> RankingParams:
+    """The served ranking with each NAME=VALUE of `--ranking` changed."""
+    fields = {field.name: field for field in dataclasses.fields(RankingParams)}
+    changes: dict[str, Any] = {}
+    for setting in settings:
+        name, _, value = setting.partition("=")
+        field = fields.get(name.strip())
+        if field is None:
+            raise CommandError(f"--ranking {setting!r}: no such field; one of {', '.join(sorted(fields))}.")
+        try:
+            changes[field.name] = int(value) if field.type == "int" else float(value)
+        except ValueError as exc:
+            raise CommandError(f"--ranking {setting!r}: {field.name} takes a {field.type}.") from exc
+    return dataclasses.replace(DEFAULT_RANKING, **changes)
 
 
 def _learned(options: dict[str, Any], corpus: EvalCorpus) -> list[EvalQuery] | None:
@@ -112,6 +132,14 @@ class Command(BaseCommand):
             help="Replay this query file's --learn-split queries as choices of their targets (keys) before measuring.",
         )
         parser.add_argument("--learn-split", choices=["all", "dev", "test"], default="dev")
+        parser.add_argument(
+            "--ranking",
+            action="append",
+            default=[],
+            metavar="NAME=VALUE",
+            help="Measure the hybrid ranking with this field of RankingParams changed (embeddings/ranking.py), "
+            "e.g. lexical_share=0.2; repeatable. Without it, the served ranking.",
+        )
         parser.add_argument("--json", action="store_true", help="One JSON object on stdout.")
         parser.add_argument(
             "--cache-dir",
@@ -125,6 +153,7 @@ class Command(BaseCommand):
         if not 1 <= options["k"] <= conf.max_k:
             raise CommandError(f"--k must be between 1 and {conf.max_k}.")
         fractions = _fractions(options["fractions"])
+        ranking = _ranking(options["ranking"])
         key = options["encoder"] or conf.default_encoder
         try:
             encoder = encoder_registry().get(key)
@@ -158,6 +187,7 @@ class Command(BaseCommand):
             blend_ceiling=options["blend_ceiling"],
             latency=options["latency"],
             synonyms=synonyms,
+            params=ranking,
         )
         report = evaluation_report(space, encoder, corpus, queries, request, query_encoder=query_encoder)
         self.stdout.write(json.dumps(report) if options["json"] else format_evaluation(report, fractions))
