@@ -176,6 +176,27 @@ def test_a_changed_ranking_is_measured_and_named(files: dict[str, Path], minilm:
         evaluate(files, "--ranking", "semantic_candidates=many")
 
 
+def test_a_query_encoder_is_trained_on_extra_questions_when_given(
+    files: dict[str, Path], tmp_path: Path, minilm: Encoder
+) -> None:
+    extra = tmp_path / "extra.txt"
+    extra.write_text("Can I export my data?\nHow do I change my email address?\n\nWhere is my receipt?\n")
+    args = ("--train-query-encoder", "--query-encoder-steps", "2", "--query-encoder-questions", str(extra))
+    trained = evaluate(files, *args)["query_encoder"]
+    assert trained["extra_questions"] == 3 and trained["questions"] == len(CORPUS) + 3 and trained["steps"] == 2
+    out = StringIO()
+    call_command(
+        "evaluate",
+        *("--corpus-csv", str(files["corpus"]), "--queries-csv", str(files["queries"]), "--encoder", "minilm"),
+        *("--cache-dir", str(files["cache"]), *args),
+        stdout=out,
+        stderr=StringIO(),
+    )
+    assert "9 questions (3 extra given with --query-encoder-questions), 2 steps" in out.getvalue()  # cached
+    with pytest.raises(CommandError, match="no 'question' column"):
+        evaluate(files, "--train-query-encoder", "--query-encoder-questions", str(files["queries"]))
+
+
 def test_cut_keeps_at_least_one_character() -> None:
     assert cut("abcdefgh", 0.25) == "ab"
     assert cut("abc", 0.1) == "a"

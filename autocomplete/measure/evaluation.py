@@ -160,28 +160,38 @@ class TrainedQueryEncoder:
 
 
 def trained_query_encoder(
-    encoder: Encoder, corpus: EvalCorpus, *, cache_dir: Path, config: TrainingConfig
+    encoder: Encoder,
+    corpus: EvalCorpus,
+    *,
+    cache_dir: Path,
+    config: TrainingConfig,
+    extra_questions: Sequence[str] = (),
 ) -> TrainedQueryEncoder:
-    """A query encoder trained on the corpus's own questions, cached by their content, encoder and recipe.
+    """A query encoder trained on the corpus's own questions and any extra ones, cached by their
+    content, the encoder and the recipe.
 
     The targets are the corpus vectors the evaluation searches (the served encoder's), as a
-    deployment's are the stored ones.
+    deployment's are the stored ones; extra questions are embedded by the same encoder, as
+    `manage.py train_query_encoder --questions` does.
     """
     conf = app_settings()
     threads = conf.encoder_threads or (os.cpu_count() or 1)
+    questions = [*corpus.questions, *extra_questions]
     vectors = corpus_vectors(encoder, corpus.questions, cache_dir=cache_dir)
+    if extra_questions:
+        vectors = np.vstack([vectors, corpus_vectors(encoder, extra_questions, cache_dir=cache_dir)])
     recipe = json.dumps([QUERY_ENCODER_FORMAT, encoder.vector_space, asdict(config)], sort_keys=True)
-    digest = hashlib.sha256((recipe + "\n" + "\n".join(corpus.questions)).encode()).hexdigest()[:16]
+    digest = hashlib.sha256((recipe + "\n" + "\n".join(questions)).encode()).hexdigest()[:16]
     directory = cache_dir / "query-encoders" / f"{encoder.spec.key}-{digest}"
     if read_manifest(directory) is None:
-        print(f"training a query encoder on {len(corpus.questions)} questions ...", file=sys.stderr, flush=True)
+        print(f"training a query encoder on {len(questions)} questions ...", file=sys.stderr, flush=True)
         base = local_model_dir(encoder.spec, allow_download=conf.allow_download)
         train_query_encoder(
-            base, corpus.questions, vectors, directory, config=config, progress=_training_progress, threads=threads
+            base, questions, vectors, directory, config=config, progress=_training_progress, threads=threads
         )
     result = read_manifest_result(directory)
     model = load_query_encoder(encoder.spec, directory, backend=encoder.spec.backend, threads=threads)
-    summary = asdict(result) | {"vector_space": model.vector_space}
+    summary = asdict(result) | {"vector_space": model.vector_space, "extra_questions": len(extra_questions)}
     return TrainedQueryEncoder(model, summary)
 
 

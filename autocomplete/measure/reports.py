@@ -26,8 +26,11 @@ def format_evaluation(report: dict[str, Any], fractions: Sequence[float]) -> str
         lines.append(f"ranking changed from the served one: {changed}")
     if "query_encoder" in report:
         trained = report["query_encoder"]
+        extra = trained.get("extra_questions", 0)
         lines.append(
-            f"query encoder (+q): {trained['questions']} questions, {trained['steps']} steps, seed "
+            f"query encoder (+q): {trained['questions']} questions"
+            + (f" ({extra} extra given with --query-encoder-questions)" if extra else "")
+            + f", {trained['steps']} steps, seed "
             f"{trained['config']['seed']}, loss {trained['loss_before']:.3f} -> {trained['loss_after']:.3f}, "
             f"complete questions at cosine {trained['identity_cosine']:.3f} of their stored vectors"
         )

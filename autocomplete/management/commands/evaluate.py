@@ -13,6 +13,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from autocomplete.conf import app_settings
 from autocomplete.controls import SynonymFileError, synonym_map_from_csv
 from autocomplete.encoder_registry import encoder_registry
+from autocomplete.management.commands.train_query_encoder import read_questions
 from autocomplete.measure.evaluation import (
     DEFAULT_FRACTIONS,
     EvalCorpus,
@@ -124,6 +125,15 @@ class Command(BaseCommand):
             help="Train a query encoder on the corpus's own questions (cached) and serve queries with it.",
         )
         parser.add_argument("--query-encoder-steps", type=int, default=TrainingConfig.steps)
+        parser.add_argument(
+            "--query-encoder-questions",
+            type=Path,
+            action="extend",
+            nargs="+",
+            default=[],
+            help="Also train the query encoder on these questions (a CSV's question column, or lines), "
+            "as train_query_encoder --questions does. Takes several paths; repeatable.",
+        )
         parser.add_argument("--seed", type=int, default=TrainingConfig.seed, help="Seed of the query encoder training.")
         parser.add_argument(
             "--learn-from",
@@ -175,7 +185,10 @@ class Command(BaseCommand):
         if options["train_query_encoder"]:
             try:
                 config = TrainingConfig(steps=options["query_encoder_steps"], seed=options["seed"])
-                query_encoder = trained_query_encoder(encoder, corpus, cache_dir=cache_dir, config=config)
+                extra = [q for path in options["query_encoder_questions"] for q in read_questions(path)]
+                query_encoder = trained_query_encoder(
+                    encoder, corpus, cache_dir=cache_dir, config=config, extra_questions=extra
+                )
             except (EncoderError, QueryEncoderError) as exc:
                 raise CommandError(str(exc)) from exc
         request = EvaluationRequest(
