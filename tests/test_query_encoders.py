@@ -94,10 +94,11 @@ def test_the_reachability_audit_embeds_prefixes_with_the_query_encoder_as_served
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    assert search.served_space("small").queries is minilm
+    before = search.served_space("small")
+    assert before.queries is before.encoder and before.encoder.vector_space == minilm.vector_space
     register(small_corpus, trained_query_encoder, tmp_path, vector_space=minilm.vector_space)
     served = search.served_space("small")
-    assert served.encoder is minilm and served.queries.vector_space != minilm.vector_space
+    assert served.encoder.vector_space == minilm.vector_space != served.queries.vector_space
     audited_with: list[str] = []
     real_audit = reachability.audit_space
 
