@@ -163,7 +163,9 @@ def test_bad_input_is_refused_with_the_fix(files: dict[str, Path], tmp_path: Pat
         evaluate(files, "--fractions", "0,2")
 
 
-def test_a_changed_ranking_is_measured_and_named(files: dict[str, Path], minilm: Encoder) -> None:
+def test_the_ranking_option_changes_the_ranking_and_the_report_names_the_change(
+    files: dict[str, Path], minilm: Encoder
+) -> None:
     served = evaluate(files)
     assert "ranking" not in served and served["mean_hit_at_k"] > 0.5
     # A cut-off no blended score reaches: every query is left with no suggestion.

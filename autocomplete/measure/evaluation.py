@@ -427,7 +427,7 @@ class EvaluationRequest:
     latency: bool = False
     # Synonyms to measure: the report's figures are with them, `synonyms.without` without them.
     synonyms: SynonymMap = NO_SYNONYMS
-    # The ranking measured, with and without a query encoder (the served one unless tuning it).
+    # The ranking to rank with (with and without a query encoder): the served one unless `--ranking` changes it.
     params: RankingParams = DEFAULT_RANKING
 
 

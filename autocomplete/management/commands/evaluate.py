@@ -48,17 +48,19 @@ def _fractions(text: str) -> list[float]:
 
 def _ranking(settings: Sequence[str]) -> RankingParams:
     """The served ranking with each NAME=VALUE of `--ranking` changed."""
-    fields = {field.name: field for field in dataclasses.fields(RankingParams)}
+    names = sorted(field.name for field in dataclasses.fields(RankingParams))
     changes: dict[str, Any] = {}
     for setting in settings:
         name, _, value = setting.partition("=")
-        field = fields.get(name.strip())
-        if field is None:
-            raise CommandError(f"--ranking {setting!r}: no such field; one of {', '.join(sorted(fields))}.")
+        name = name.strip()
+        if name not in names:
+            raise CommandError(f"--ranking {setting!r}: no such field; one of {', '.join(names)}.")
+        # Each field's type is that of its default (int or float).
+        kind = type(getattr(DEFAULT_RANKING, name))
         try:
-            changes[field.name] = int(value) if field.type == "int" else float(value)
+            changes[name] = kind(value)
         except ValueError as exc:
-            raise CommandError(f"--ranking {setting!r}: {field.name} takes a {field.type}.") from exc
+            raise CommandError(f"--ranking {setting!r}: {name} takes a {kind.__name__}.") from exc
     return dataclasses.replace(DEFAULT_RANKING, **changes)
 
 
